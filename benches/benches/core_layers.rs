@@ -1,0 +1,157 @@
+//! The per-request cost of mesh-core's layers on a ready in-memory service, side by side with
+//! the bare service and with tower's own timeout.
+//!
+//! Each iteration is one whole request: `ready`, `call`, await the response, then read the
+//! response body to its end (so body wrappers are paid for too), and drop everything.
+//!
+//! Run: `cargo bench -p benches --bench core_layers`.
+
+use std::hint::black_box;
+use std::pin::pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use criterion::{Criterion, criterion_group, criterion_main};
+use http::{Request, Response};
+use http_body::Body;
+use http_body_util::{BodyExt, Full};
+use mesh_core::Class;
+use mesh_core::classify::{
+    AutoClassify, ClassifiedBody, Classify, ClassifyLayer, ClassifyResponse, HttpClassify,
+    NewOnClass, PublishClass,
+};
+use mesh_core::timeout::TimeoutLayer;
+use tokio::runtime::Runtime;
+use tower::{Layer, Service, ServiceExt};
+
+type Rsp = Response<Full<Bytes>>;
+
+/// The service under the layers: always ready, answers at once with a small body.
+fn bare() -> impl Service<Request<()>, Response = Rsp, Error = std::convert::Infallible> + Clone {
+    tower::service_fn(|_req: Request<()>| async {
+        Ok::<_, std::convert::Infallible>(Response::new(Full::new(Bytes::from_static(b"hello"))))
+    })
+}
+
+/// Reads a body to its end without allocating.
+async fn drain<B: Body>(body: B) {
+    let mut body = pin!(body);
+    while let Some(frame) = body.frame().await {
+        let _ = black_box(frame.is_ok());
+    }
+}
+
+/// Measures `iters` whole requests through `svc`.
+async fn requests<S, B>(mut svc: S, iters: u64) -> Duration
+where
+    S: Service<Request<()>, Response = Response<B>>,
+    S::Error: std::fmt::Debug,
+    B: Body,
+{
+    let start = Instant::now();
+    for _ in 0..iters {
+        let ready = svc.ready().await.expect("always ready");
+        let rsp = ready.call(Request::new(())).await.expect("never fails");
+        drain(rsp.into_body()).await;
+    }
+    start.elapsed()
+}
+
+fn runtime() -> Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .expect("runtime")
+}
+
+fn timeout(c: &mut Criterion) {
+    let rt = runtime();
+    let mut group = c.benchmark_group("timeout");
+    group.bench_function("bare", |b| {
+        b.to_async(&rt).iter_custom(|iters| requests(bare(), iters))
+    });
+    group.bench_function("mesh_timeout_both_deadlines", |b| {
+        let layer = TimeoutLayer::new()
+            .response_headers(Duration::from_secs(1))
+            .request(Duration::from_secs(10));
+        b.to_async(&rt)
+            .iter_custom(|iters| requests(layer.layer(bare()), iters))
+    });
+    group.bench_function("mesh_timeout_headers_only", |b| {
+        let layer = TimeoutLayer::new().response_headers(Duration::from_secs(1));
+        b.to_async(&rt)
+            .iter_custom(|iters| requests(layer.layer(bare()), iters))
+    });
+    group.bench_function("tower_timeout", |b| {
+        let layer = tower::timeout::TimeoutLayer::new(Duration::from_secs(1));
+        b.to_async(&rt)
+            .iter_custom(|iters| requests(layer.layer(bare()), iters))
+    });
+    group.finish();
+}
+
+/// Failures seen by the counting listener. A static, so that the listener itself costs only
+/// what a real one must (an atomic add), not a reference-count bump per request.
+static FAILURES: AtomicU64 = AtomicU64::new(0);
+
+/// Counts outcomes, as a metrics or failure-accrual listener would, without allocating.
+#[derive(Clone, Copy, Default)]
+struct CountFailures;
+
+impl NewOnClass for CountFailures {
+    type OnClass = CountOne;
+
+    fn new_on_class<B>(&self, _: &Request<B>) -> CountOne {
+        CountOne
+    }
+}
+
+struct CountOne;
+
+impl mesh_core::classify::OnClass for CountOne {
+    fn on_class(self, class: Class) {
+        if class.is_failure() {
+            FAILURES.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+fn classify(c: &mut Criterion) {
+    let rt = runtime();
+    let mut group = c.benchmark_group("classify");
+    group.bench_function("bare", |b| {
+        b.to_async(&rt).iter_custom(|iters| requests(bare(), iters))
+    });
+    // The body wrapper alone, as a layer author would use it, with a counting listener.
+    group.bench_function("body_wrapper_http", |b| {
+        b.to_async(&rt).iter_custom(|iters| async move {
+            let mut svc = bare();
+            let start = Instant::now();
+            for _ in 0..iters {
+                let req = Request::new(());
+                let classifier = HttpClassify.classify_request(&req);
+                let svc = svc.ready().await.expect("ready");
+                let rsp = svc.call(req).await.expect("ok");
+                let eos = classifier.classify_response(&rsp);
+                let body = ClassifiedBody::new(rsp.into_body(), eos, CountOne);
+                drain(body).await;
+            }
+            start.elapsed()
+        })
+    });
+    group.bench_function("layer_auto_counting", |b| {
+        let layer = ClassifyLayer::new(AutoClassify::new(), CountFailures);
+        b.to_async(&rt)
+            .iter_custom(|iters| requests(layer.layer(bare()), iters))
+    });
+    group.bench_function("layer_auto_publish_handle", |b| {
+        let layer = ClassifyLayer::new(AutoClassify::new(), PublishClass);
+        b.to_async(&rt)
+            .iter_custom(|iters| requests(layer.layer(bare()), iters))
+    });
+    group.finish();
+}
+
+criterion_group!(benches, timeout, classify);
+criterion_main!(benches);

@@ -1,0 +1,98 @@
+//! A shared, one-shot slot for a request's [`Class`].
+
+use std::fmt;
+use std::sync::{Arc, OnceLock};
+
+use http::Extensions;
+use tokio::sync::Notify;
+
+use super::{Class, OnClass};
+
+/// A cloneable handle to a request's [`Class`], set once by a [`ClassifiedBody`] and readable by
+/// every holder of a clone; [`ClassifyLayer`] with [`PublishClass`] puts one in the response's
+/// extensions so that layers further out reuse the decision instead of classifying again.
+///
+/// Costs one allocation per request; where the listeners are known statically, a tuple of
+/// [`OnClass`] callbacks costs none.
+///
+/// [`ClassifiedBody`]: super::ClassifiedBody
+/// [`ClassifyLayer`]: super::ClassifyLayer
+/// [`PublishClass`]: super::PublishClass
+#[derive(Clone, Default)]
+pub struct ClassHandle {
+    shared: Arc<Shared>,
+}
+
+#[derive(Default)]
+struct Shared {
+    class: OnceLock<Class>,
+    decided: Notify,
+}
+
+impl ClassHandle {
+    /// An empty handle.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The class, once decided.
+    pub fn get(&self) -> Option<Class> {
+        self.shared.class.get().copied()
+    }
+
+    /// Waits until the class is decided. Never completes if the body is leaked unclassified.
+    pub async fn wait(&self) -> Class {
+        loop {
+            let decided = self.shared.decided.notified();
+            let mut decided = std::pin::pin!(decided);
+            // Register before checking, so that a decision in between is not missed.
+            decided.as_mut().enable();
+            if let Some(class) = self.get() {
+                return class;
+            }
+            decided.await;
+        }
+    }
+}
+
+impl OnClass for ClassHandle {
+    fn on_class(self, class: Class) {
+        // Only the first decision counts; a handle is only ever given to one body.
+        let _ = self.shared.class.set(class);
+        self.shared.decided.notify_waiters();
+    }
+
+    fn publish(&self, extensions: &mut Extensions) {
+        extensions.insert(self.clone());
+    }
+}
+
+impl fmt::Debug for ClassHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("ClassHandle").field(&self.get()).finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::classify::FailureReason;
+
+    #[tokio::test]
+    async fn waiters_see_the_decision() {
+        let handle = ClassHandle::new();
+        let waiter = tokio::spawn({
+            let handle = handle.clone();
+            async move { handle.wait().await }
+        });
+        tokio::task::yield_now().await;
+        handle
+            .clone()
+            .on_class(Class::Failure(FailureReason::Cancelled));
+        let seen = waiter.await.expect("waiter ran");
+        assert_eq!(seen, Class::Failure(FailureReason::Cancelled));
+        // Later decisions do not overwrite the first.
+        handle.clone().on_class(Class::Success);
+        assert_eq!(handle.get(), Some(Class::Failure(FailureReason::Cancelled)));
+    }
+}

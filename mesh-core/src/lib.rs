@@ -1,0 +1,61 @@
+//! mesh-core: the shared vocabulary of the mesh and its reliability layers.
+//!
+//! Every other mesh crate meets here:
+//!
+//! - [`Identity`] and [`PeerIdentity`]: who a workload is (a SPIFFE ID or a DNS name), and who
+//!   the peer of a request turned out to be.
+//! - [`classify`]: the outcome of a request ([`Class`]), decided once per request by a
+//!   protocol-aware strategy (HTTP status, gRPC status in headers or trailers, transport errors)
+//!   and shared by metrics, failure accrual and retries.
+//! - [`timeout`]: a response-headers deadline and a whole-request deadline, with a typed error.
+//! - [`error`]: the typed errors layers return, and [`error_response`], the one place that turns
+//!   them into 502/503/504 responses (or trailers-only gRPC responses).
+//! - [`detect`]: telling HTTP/1, HTTP/2 and opaque TCP apart on an accepted connection,
+//!   replaying the bytes read.
+//! - [`grpc`]: the bits of the gRPC wire protocol the mesh needs.
+//!
+//! Still to come here: retries with budgets and replayable bodies, and endpoint discovery.
+//!
+//! # Example
+//!
+//! A service with a whole-request deadline whose outcomes are classified, gRPC-aware:
+//!
+//! ```
+//! use std::time::Duration;
+//! use http_body_util::{BodyExt, Full};
+//! use mesh_core::classify::{AutoClassify, Class, ClassHandle, ClassifyLayer, PublishClass};
+//! use mesh_core::timeout::TimeoutLayer;
+//! use tower::{ServiceBuilder, ServiceExt};
+//!
+//! # tokio::runtime::Builder::new_current_thread().enable_time().build()?.block_on(async {
+//! let svc = ServiceBuilder::new()
+//!     .layer(ClassifyLayer::new(AutoClassify::new(), PublishClass))
+//!     .layer(TimeoutLayer::new().request(Duration::from_secs(5)))
+//!     .service_fn(|_req: http::Request<()>| async {
+//!         Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(bytes::Bytes::from("hi"))))
+//!     });
+//!
+//! let rsp = svc.oneshot(http::Request::new(())).await?;
+//! let class = rsp.extensions().get::<ClassHandle>().cloned().expect("published");
+//! let body = rsp.into_body().collect().await?.to_bytes();
+//! assert_eq!(body, "hi");
+//! assert_eq!(class.get(), Some(Class::Success));
+//! # Ok::<(), mesh_core::BoxError>(())
+//! # })?;
+//! # Ok::<(), mesh_core::BoxError>(())
+//! ```
+
+pub mod classify;
+pub mod detect;
+pub mod error;
+pub mod grpc;
+mod identity;
+pub mod timeout;
+
+pub use self::classify::{Class, Classify, FailureReason};
+pub use self::error::{BoxError, ErrorKind, error_response};
+pub use self::identity::{Identity, IdentityError, IdentityKind, InvalidIdentity, PeerIdentity};
+pub use self::timeout::{TimeoutError, TimeoutLayer};
+
+#[cfg(feature = "test-util")]
+pub mod test_util;

@@ -1,6 +1,7 @@
 //! A shared, one-shot slot for a request's [`Class`].
 
 use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering, fence};
 use std::sync::{Arc, OnceLock};
 
 use http::Extensions;
@@ -26,6 +27,9 @@ pub struct ClassHandle {
 #[derive(Default)]
 struct Shared {
     class: OnceLock<Class>,
+    // Set once anyone waits, so that publishing skips `Notify` (which takes a lock) in the
+    // usual case where the class is only read after the fact.
+    waiting: AtomicBool,
     decided: Notify,
 }
 
@@ -47,6 +51,10 @@ impl ClassHandle {
             let mut decided = std::pin::pin!(decided);
             // Register before checking, so that a decision in between is not missed.
             decided.as_mut().enable();
+            self.shared.waiting.store(true, Ordering::Relaxed);
+            // Pairs with the fence in `on_class`: either the publisher sees `waiting`, or this
+            // waiter sees the class.
+            fence(Ordering::SeqCst);
             if let Some(class) = self.get() {
                 return class;
             }
@@ -59,7 +67,10 @@ impl OnClass for ClassHandle {
     fn on_class(self, class: Class) {
         // Only the first decision counts; a handle is only ever given to one body.
         let _ = self.shared.class.set(class);
-        self.shared.decided.notify_waiters();
+        fence(Ordering::SeqCst);
+        if self.shared.waiting.load(Ordering::Relaxed) {
+            self.shared.decided.notify_waiters();
+        }
     }
 
     fn publish(&self, extensions: &mut Extensions) {
@@ -94,5 +105,27 @@ mod tests {
         // Later decisions do not overwrite the first.
         handle.clone().on_class(Class::Success);
         assert_eq!(handle.get(), Some(Class::Failure(FailureReason::Cancelled)));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn no_waiter_misses_a_racing_decision() {
+        for _ in 0..500 {
+            let handle = ClassHandle::new();
+            let waiters: Vec<_> = (0..3)
+                .map(|_| {
+                    let handle = handle.clone();
+                    tokio::spawn(async move { handle.wait().await })
+                })
+                .collect();
+            let publisher = handle.clone();
+            tokio::spawn(async move { publisher.on_class(Class::Success) });
+            for waiter in waiters {
+                let seen = tokio::time::timeout(std::time::Duration::from_secs(5), waiter)
+                    .await
+                    .expect("no waiter hangs")
+                    .expect("waiter ran");
+                assert_eq!(seen, Class::Success);
+            }
+        }
     }
 }

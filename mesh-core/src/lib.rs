@@ -14,7 +14,9 @@
 //!   replaying the bytes read.
 //! - [`grpc`]: the bits of the gRPC wire protocol the mesh needs.
 //!
-//! Still to come here: retries with budgets and replayable bodies, and endpoint discovery.
+//! - [`retry`]: retries within a budget, with replayable request bodies and backoff.
+//!
+//! Still to come here: endpoint discovery.
 //!
 //! # Example
 //!
@@ -50,6 +52,7 @@ pub mod detect;
 pub mod error;
 pub mod grpc;
 mod identity;
+pub mod retry;
 pub mod timeout;
 
 pub use self::classify::{Class, Classify, FailureReason};

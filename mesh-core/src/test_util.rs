@@ -245,7 +245,11 @@ impl ConnectService {
     }
 }
 
-impl tower::Service<Request<TestBody>> for ConnectService {
+impl<B> tower::Service<Request<B>> for ConnectService
+where
+    B: http_body::Body<Data = Bytes> + Send + Sync + 'static,
+    B::Error: Into<BoxError>,
+{
     type Response = Response<Incoming>;
     type Error = BoxError;
     type Future = Pin<Box<dyn Future<Output = Result<Response<Incoming>, BoxError>> + Send>>;
@@ -254,8 +258,9 @@ impl tower::Service<Request<TestBody>> for ConnectService {
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, req: Request<TestBody>) -> Self::Future {
+    fn call(&mut self, req: Request<B>) -> Self::Future {
         let Self { addr, version } = *self;
+        let req = req.map(|body| body.map_err(Into::into).boxed());
         Box::pin(async move {
             let mut client = TestClient::connect(addr, version).await?;
             client.send(req).await

@@ -100,6 +100,13 @@ impl ClassifyEos for AutoEos {
             Self::Grpc(c) => c.classify_cancelled(),
         }
     }
+
+    fn classify_head(&self) -> Option<Class> {
+        match self {
+            Self::Http(c) => c.classify_head(),
+            Self::Grpc(c) => c.classify_head(),
+        }
+    }
 }
 
 #[cfg(test)]

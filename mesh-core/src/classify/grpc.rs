@@ -114,6 +114,13 @@ impl ClassifyEos for GrpcEos {
             Self::AwaitingTrailers(_) => Class::Failure(FailureReason::Cancelled),
         }
     }
+
+    fn classify_head(&self) -> Option<Class> {
+        match self {
+            Self::Decided(class) => Some(*class),
+            Self::AwaitingTrailers(_) => None,
+        }
+    }
 }
 
 #[cfg(test)]

@@ -65,6 +65,10 @@ impl ClassifyEos for HttpEos {
         Class::Failure(FailureReason::Error(ErrorKind::of(err)))
     }
 
+    fn classify_head(&self) -> Option<Class> {
+        Some(self.by_status().unwrap_or(Class::Success))
+    }
+
     fn classify_cancelled(self) -> Class {
         // A 5xx stays a 5xx whether or not its body was read.
         self.by_status()

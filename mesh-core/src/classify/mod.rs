@@ -63,6 +63,14 @@ pub trait ClassifyEos {
 
     /// The body was dropped before its end.
     fn classify_cancelled(self) -> Class;
+
+    /// The class as far as the response head decides it, or `None` when only the end of the
+    /// stream can tell (a gRPC status that will come in the trailers). Retries decide from this,
+    /// since they cannot wait for a body that is already streaming to the caller. By default,
+    /// `None`.
+    fn classify_head(&self) -> Option<Class> {
+        None
+    }
 }
 
 impl<C: Classify> Classify for &C {

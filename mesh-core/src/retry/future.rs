@@ -1,0 +1,259 @@
+//! The response future of [`Retry`](super::Retry): one try after another until an outcome is
+//! final, the policy says stop, or the budget runs out.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, ready};
+
+use http::{Request, Response};
+use http_body::Body;
+use pin_project::pin_project;
+use tokio::time::{Sleep, sleep};
+use tower::Service;
+
+use super::replay::{ReplayBody, ReplaySource};
+use super::{RetryBody, Shared};
+use crate::classify::{Class, ClassifyEos, ClassifyResponse};
+use crate::error::BoxError;
+use crate::timeout::TimeoutError;
+
+/// What a retry needs of the original request: its head, and its recorded body.
+pub(super) struct Retrying<B> {
+    pub(super) parts: http::request::Parts,
+    pub(super) source: ReplaySource<B>,
+}
+
+/// A response held back until its first frame is read.
+struct Peek<B, E> {
+    head: Option<http::response::Parts>,
+    body: Option<Pin<Box<B>>>,
+    eos: Option<E>,
+}
+
+/// The response future of [`Retry`](super::Retry).
+#[pin_project]
+pub struct ResponseFuture<S, ReqB, ResB, R>
+where
+    S: Service<Request<ReplayBody<ReqB>>, Response = Response<ResB>>,
+    ResB: Body,
+    R: ClassifyResponse,
+{
+    service: S,
+    retry: Option<Retrying<ReqB>>,
+    classify: R,
+    shared: Arc<Shared>,
+    /// Tries made so far, the one in flight included.
+    attempt: u32,
+    /// The per-try deadline, armed when a try first has to wait.
+    per_try: Option<Pin<Box<Sleep>>>,
+    #[pin]
+    state: State<S::Future, ResB, R::Eos>,
+}
+
+#[pin_project(project = StateProj)]
+enum State<F, B, E> {
+    /// A try is in flight.
+    Called {
+        #[pin]
+        future: F,
+    },
+    /// A gRPC response whose status will come in the trailers: its first frame decides whether
+    /// it is retried (trailers with a retryable status) or handed on (anything else).
+    /// Boxed: rare, and the head is large.
+    Peeking(Box<Peek<B, E>>),
+    /// Backing off before the next try.
+    BackingOff { sleep: Pin<Box<Sleep>> },
+    /// Waiting for the service to be ready for the next try.
+    Readying,
+    /// Finished.
+    Done,
+}
+
+impl<S, ReqB, ResB, R> ResponseFuture<S, ReqB, ResB, R>
+where
+    S: Service<Request<ReplayBody<ReqB>>, Response = Response<ResB>>,
+    ResB: Body,
+    R: ClassifyResponse,
+{
+    pub(super) fn new(
+        service: S,
+        first: S::Future,
+        retry: Option<Retrying<ReqB>>,
+        classify: R,
+        shared: Arc<Shared>,
+    ) -> Self {
+        Self {
+            service,
+            retry,
+            classify,
+            shared,
+            attempt: 1,
+            per_try: None,
+            state: State::Called { future: first },
+        }
+    }
+}
+
+impl<S, ReqB, ResB, R> Future for ResponseFuture<S, ReqB, ResB, R>
+where
+    S: Service<Request<ReplayBody<ReqB>>, Response = Response<ResB>>,
+    S::Error: Into<BoxError>,
+    ReqB: Body,
+    ResB: Body,
+    ResB::Error: Into<BoxError>,
+    R: ClassifyResponse + Clone,
+{
+    type Output = Result<Response<RetryBody<ResB>>, BoxError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        loop {
+            match this.state.as_mut().project() {
+                StateProj::Called { future } => {
+                    let outcome = match future.poll(cx) {
+                        Poll::Ready(outcome) => outcome.map_err(Into::into),
+                        Poll::Pending => {
+                            let Some(limit) = this.shared.policy.per_try_timeout else {
+                                return Poll::Pending;
+                            };
+                            let deadline =
+                                this.per_try.get_or_insert_with(|| Box::pin(sleep(limit)));
+                            ready!(deadline.as_mut().poll(cx));
+                            Err(TimeoutError::response_headers(limit).into())
+                        }
+                    };
+                    *this.per_try = None;
+                    let rsp = match outcome {
+                        Ok(rsp) => rsp,
+                        Err(err) => {
+                            let class = this.classify.clone().classify_error(&*err);
+                            if should_retry(class, this.shared, this.retry, *this.attempt) {
+                                this.state.set(back_off(this.shared, *this.attempt));
+                                continue;
+                            }
+                            this.state.set(State::Done);
+                            return Poll::Ready(Err(err));
+                        }
+                    };
+                    let eos = this.classify.clone().classify_response(&rsp);
+                    match eos.classify_head() {
+                        Some(class)
+                            if should_retry(class, this.shared, this.retry, *this.attempt) =>
+                        {
+                            this.state.set(back_off(this.shared, *this.attempt));
+                        }
+                        None if could_retry_grpc(this.shared, this.retry, *this.attempt) => {
+                            let (head, body) = rsp.into_parts();
+                            this.state.set(State::Peeking(Box::new(Peek {
+                                head: Some(head),
+                                body: Some(Box::pin(body)),
+                                eos: Some(eos),
+                            })));
+                        }
+                        _ => {
+                            this.state.set(State::Done);
+                            return Poll::Ready(Ok(rsp.map(RetryBody::plain)));
+                        }
+                    }
+                }
+                StateProj::Peeking(peek) => {
+                    let Peek { head, body, eos } = &mut **peek;
+                    let Some(stream) = body.as_mut() else {
+                        return Poll::Ready(Err("retry: response polled after completion".into()));
+                    };
+                    let first = ready!(stream.as_mut().poll_frame(cx))
+                        .map(|frame| frame.map_err(Into::into));
+                    let class = match (&first, eos.take()) {
+                        (Some(Ok(frame)), Some(eos)) if frame.is_trailers() => {
+                            Some(eos.classify_eos(frame.trailers_ref()))
+                        }
+                        _ => None,
+                    };
+                    if class.is_some_and(|class| {
+                        should_retry(class, this.shared, this.retry, *this.attempt)
+                    }) {
+                        this.state.set(back_off(this.shared, *this.attempt));
+                        continue;
+                    }
+                    let (Some(head), Some(stream)) = (head.take(), body.take()) else {
+                        return Poll::Ready(Err("retry: response polled after completion".into()));
+                    };
+                    this.state.set(State::Done);
+                    let body = RetryBody::peeked(first, stream);
+                    return Poll::Ready(Ok(Response::from_parts(head, body)));
+                }
+                StateProj::BackingOff { sleep } => {
+                    ready!(sleep.as_mut().poll(cx));
+                    this.state.set(State::Readying);
+                }
+                StateProj::Readying => {
+                    if let Err(err) = ready!(this.service.poll_ready(cx)) {
+                        this.state.set(State::Done);
+                        return Poll::Ready(Err(err.into()));
+                    }
+                    let Some(retry) = this.retry.as_ref() else {
+                        return Poll::Ready(Err("retry: no request to retry".into()));
+                    };
+                    let req = Request::from_parts(retry.parts.clone(), retry.source.next_try());
+                    *this.attempt += 1;
+                    let future = this.service.call(req);
+                    this.state.set(State::Called { future });
+                }
+                StateProj::Done => {
+                    return Poll::Ready(Err(
+                        "retry: response future polled after completion".into()
+                    ));
+                }
+            }
+        }
+    }
+}
+
+/// Whether to try again after `class`: the outcome is retryable, tries are left, the body can
+/// be replayed, and the budget grants it (asked last, so that only real retries withdraw).
+fn should_retry<B: Body>(
+    class: Class,
+    shared: &Shared,
+    retry: &Option<Retrying<B>>,
+    attempt: u32,
+) -> bool {
+    let Some(retry) = retry else {
+        return false;
+    };
+    attempt < shared.policy.max_attempts
+        && shared.policy.is_retryable(class)
+        && retry.source.is_replayable()
+        && shared.budget.try_withdraw()
+}
+
+/// Whether a gRPC response with its status still to come is worth holding back for its first
+/// frame.
+fn could_retry_grpc<B: Body>(shared: &Shared, retry: &Option<Retrying<B>>, attempt: u32) -> bool {
+    retry.is_some() && attempt < shared.policy.max_attempts && shared.policy.retries_grpc()
+}
+
+fn back_off<F, B, E>(shared: &Shared, attempt: u32) -> State<F, B, E> {
+    let delay = shared.policy.backoff.delay(attempt);
+    if delay.is_zero() {
+        State::Readying
+    } else {
+        State::BackingOff {
+            sleep: Box::pin(sleep(delay)),
+        }
+    }
+}
+
+impl<S, ReqB, ResB, R> std::fmt::Debug for ResponseFuture<S, ReqB, ResB, R>
+where
+    S: Service<Request<ReplayBody<ReqB>>, Response = Response<ResB>>,
+    ResB: Body,
+    R: ClassifyResponse,
+{
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ResponseFuture")
+            .field("attempt", &self.attempt)
+            .field("retryable", &self.retry.is_some())
+            .finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,171 @@
+//! Retries that cannot become a retry storm.
+//!
+//! [`RetryLayer`] sends a failed request again when its outcome (a [`Class`], decided by the
+//! same [`Classify`] rules as metrics and failure accrual) is retryable under the
+//! [`RetryPolicy`], tries are left, the request body can be replayed, and the shared
+//! [`RetryBudget`] grants it. The budget caps retries at a share of recent original traffic
+//! (plus a small floor), so a failing service sees at most that much extra load.
+//!
+//! - Only idempotent methods are retried unless the policy allows others.
+//! - Request bodies are recorded up to a cap while the first try sends them ([`ReplayBody`]);
+//!   a larger body is sent once, in full, and not retried.
+//! - A response is never retried once it streams to the caller: the decision is made on the
+//!   response head, or, for a gRPC status that comes in the trailers, on the first body frame
+//!   (trailers with a retryable status are retried; a data frame hands the response on).
+//! - Between tries, exponential backoff with full jitter.
+//! - A per-try timeout bounds each try's wait for response headers; a
+//!   [`TimeoutLayer`](crate::timeout::TimeoutLayer) outside the retry layer bounds all tries
+//!   together.
+//!
+//! ```
+//! use std::sync::Arc;
+//! use std::time::Duration;
+//! use mesh_core::retry::{RetryBudget, RetryLayer, RetryPolicy};
+//! use mesh_core::timeout::TimeoutLayer;
+//!
+//! let budget = Arc::new(RetryBudget::builder().build()?);
+//! let stack = tower::ServiceBuilder::new()
+//!     .layer(TimeoutLayer::new().request(Duration::from_secs(10)))
+//!     .layer(RetryLayer::new(
+//!         RetryPolicy::new().max_attempts(3).per_try_timeout(Duration::from_secs(2)),
+//!         budget.clone(),
+//!     ));
+//! # let _ = stack;
+//! # Ok::<(), mesh_core::retry::BudgetError>(())
+//! ```
+//!
+//! [`Class`]: crate::Class
+//! [`Classify`]: crate::Classify
+
+mod body;
+mod budget;
+mod future;
+mod policy;
+mod replay;
+
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use http::{Request, Response};
+use http_body::Body;
+use tower::{Layer, Service};
+
+pub use self::body::RetryBody;
+pub use self::budget::{BudgetBuilder, BudgetError, RetryBudget};
+pub use self::future::ResponseFuture;
+use self::future::Retrying;
+pub use self::policy::{Backoff, RetryPolicy};
+pub use self::replay::ReplayBody;
+use crate::classify::{AutoClassify, Classify};
+use crate::error::BoxError;
+
+/// What every request of a retry layer shares: one reference count per request, not two.
+#[derive(Debug)]
+struct Shared {
+    policy: RetryPolicy,
+    budget: Arc<RetryBudget>,
+}
+
+/// Retries failed requests within a budget; see the [module docs](self).
+#[derive(Clone, Debug)]
+pub struct RetryLayer<C = AutoClassify> {
+    shared: Arc<Shared>,
+    classify: C,
+}
+
+impl RetryLayer {
+    /// Retries by `policy`, within `budget` (which may be shared with other layers), judging
+    /// outcomes with [`AutoClassify`].
+    pub fn new(policy: RetryPolicy, budget: Arc<RetryBudget>) -> Self {
+        Self {
+            shared: Arc::new(Shared { policy, budget }),
+            classify: AutoClassify::new(),
+        }
+    }
+}
+
+impl<C> RetryLayer<C> {
+    /// Judges outcomes with `classify` instead.
+    pub fn with_classify<C2>(self, classify: C2) -> RetryLayer<C2> {
+        RetryLayer {
+            shared: self.shared,
+            classify,
+        }
+    }
+
+    /// The budget, for observing its balance and counters.
+    pub fn budget(&self) -> &Arc<RetryBudget> {
+        &self.shared.budget
+    }
+}
+
+impl<S, C: Clone> Layer<S> for RetryLayer<C> {
+    type Service = Retry<S, C>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        Retry {
+            inner,
+            shared: self.shared.clone(),
+            classify: self.classify.clone(),
+        }
+    }
+}
+
+/// The service made by [`RetryLayer`]. The inner service is cloned for each request, as with
+/// tower's retry, so that a retry can wait for it to be ready again.
+#[derive(Clone, Debug)]
+pub struct Retry<S, C = AutoClassify> {
+    inner: S,
+    shared: Arc<Shared>,
+    classify: C,
+}
+
+impl<S, C> Retry<S, C> {
+    /// The budget, for observing its balance and counters.
+    pub fn budget(&self) -> &Arc<RetryBudget> {
+        &self.shared.budget
+    }
+}
+
+impl<S, C, ReqB, ResB> Service<Request<ReqB>> for Retry<S, C>
+where
+    S: Service<Request<ReplayBody<ReqB>>, Response = Response<ResB>> + Clone,
+    S::Error: Into<BoxError>,
+    ReqB: Body,
+    ReqB::Error: Into<BoxError>,
+    ResB: Body,
+    ResB::Error: Into<BoxError>,
+    C: Classify,
+    C::Response: Clone,
+{
+    type Response = Response<RetryBody<ResB>>;
+    type Error = BoxError;
+    type Future = ResponseFuture<S, ReqB, ResB, C::Response>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, req: Request<ReqB>) -> Self::Future {
+        let policy = &self.shared.policy;
+        self.shared.budget.deposit();
+        let classify = self.classify.classify_request(&req);
+        let (parts, body) = req.into_parts();
+        let (first_body, retry) = if policy.max_attempts > 1 && policy.allows_method(&parts.method)
+        {
+            let (first, source) = ReplayBody::record(body, policy.body_cap);
+            let retry = source.map(|source| Retrying {
+                parts: parts.clone(),
+                source,
+            });
+            (first, retry)
+        } else {
+            (ReplayBody::passthrough(body), None)
+        };
+        // The ready service takes this try; a clone stays for the next tries.
+        let clone = self.inner.clone();
+        let mut service = std::mem::replace(&mut self.inner, clone);
+        let first = service.call(Request::from_parts(parts, first_body));
+        ResponseFuture::new(service, first, retry, classify, self.shared.clone())
+    }
+}

@@ -487,8 +487,10 @@ async fn a_per_try_timeout_retries_and_the_outer_deadline_covers_all_tries() {
         TimeoutError::request(Duration::from_secs(1))
     );
     let tries = recorder.seen("/always-slow").len();
+    // About 1 s / 300 ms, far from the 10 tries the policy would allow: the outer deadline
+    // ended the exchange.
     assert!(
-        (3..=4).contains(&tries),
+        (2..=4).contains(&tries),
         "{tries} tries in one second of 300 ms tries"
     );
 }

@@ -197,8 +197,13 @@ impl RetryBudget {
     }
 
     fn epoch(&self) -> u64 {
-        let elapsed = u64::try_from(self.start.elapsed().as_nanos()).unwrap_or(u64::MAX);
-        (elapsed / self.slot_nanos) & EPOCH_MASK
+        let elapsed = self.start.elapsed();
+        // u64 nanoseconds last 584 years; this avoids `as_nanos`' u128 arithmetic per request.
+        let nanos = elapsed
+            .as_secs()
+            .saturating_mul(1_000_000_000)
+            .saturating_add(u64::from(elapsed.subsec_nanos()));
+        (nanos / self.slot_nanos) & EPOCH_MASK
     }
 
     fn add(&self, epoch: u64, amount: i64) {

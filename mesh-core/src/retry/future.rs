@@ -99,7 +99,7 @@ impl<S, ReqB, ResB, R> Future for ResponseFuture<S, ReqB, ResB, R>
 where
     S: Service<Request<ReplayBody<ReqB>>, Response = Response<ResB>>,
     S::Error: Into<BoxError>,
-    ReqB: Body,
+    ReqB: Body + Unpin,
     ResB: Body,
     ResB::Error: Into<BoxError>,
     R: ClassifyResponse + Clone,
@@ -212,7 +212,7 @@ where
 
 /// Whether to try again after `class`: the outcome is retryable, tries are left, the body can
 /// be replayed, and the budget grants it (asked last, so that only real retries withdraw).
-fn should_retry<B: Body>(
+fn should_retry<B: Body + Unpin>(
     class: Class,
     shared: &Shared,
     retry: &Option<Retrying<B>>,

@@ -131,7 +131,7 @@ impl<S, C, ReqB, ResB> Service<Request<ReqB>> for Retry<S, C>
 where
     S: Service<Request<ReplayBody<ReqB>>, Response = Response<ResB>> + Clone,
     S::Error: Into<BoxError>,
-    ReqB: Body,
+    ReqB: Body + Unpin,
     ReqB::Error: Into<BoxError>,
     ResB: Body,
     ResB::Error: Into<BoxError>,

@@ -51,16 +51,45 @@ struct Cursor<B> {
 /// so the lock is uncontended: it serialises a try with its predecessor's late polls.
 #[derive(Debug)]
 pub(super) struct Recording<B> {
-    rest: Option<Pin<Box<B>>>,
-    chunks: Vec<Bytes>,
+    rest: Option<B>,
+    chunks: Chunks,
     recorded: usize,
     cap: usize,
-    /// Data frames read from the original body (equal to `chunks.len()` unless overflowed).
+    /// Data frames read from the original body (as many as were recorded, unless overflowed).
     frames_read: usize,
     overflowed: bool,
     failed: bool,
     trailers: Option<HeaderMap>,
     hint: SizeHint,
+}
+
+/// The recorded data frames. Most request bodies are one frame, which is kept inline so that
+/// recording it allocates nothing beyond the shared recording itself.
+#[derive(Debug, Default)]
+struct Chunks {
+    first: Option<Bytes>,
+    more: Vec<Bytes>,
+}
+
+impl Chunks {
+    fn get(&self, index: usize) -> Option<&Bytes> {
+        match index {
+            0 => self.first.as_ref(),
+            n => self.more.get(n - 1),
+        }
+    }
+
+    fn push(&mut self, chunk: Bytes) {
+        if self.first.is_none() {
+            self.first = Some(chunk);
+        } else {
+            self.more.push(chunk);
+        }
+    }
+
+    fn clear(&mut self) {
+        *self = Self::default();
+    }
 }
 
 /// Makes the bodies of later tries, and says whether there can be any.
@@ -70,7 +99,7 @@ pub(super) enum ReplaySource<B> {
     Replay(Arc<Mutex<Recording<B>>>),
 }
 
-impl<B: Body> ReplayBody<B> {
+impl<B: Body + Unpin> ReplayBody<B> {
     /// A body for a request that will not be retried.
     pub(super) fn passthrough(body: B) -> Self {
         Self {
@@ -89,8 +118,8 @@ impl<B: Body> ReplayBody<B> {
             return (Self::passthrough(body), None);
         }
         let shared = Arc::new(Mutex::new(Recording {
-            rest: Some(Box::pin(body)),
-            chunks: Vec::new(),
+            rest: Some(body),
+            chunks: Chunks::default(),
             recorded: 0,
             cap,
             frames_read: 0,
@@ -115,7 +144,7 @@ impl<B: Body> ReplayBody<B> {
     }
 }
 
-impl<B: Body> ReplaySource<B> {
+impl<B: Body + Unpin> ReplaySource<B> {
     /// Whether another try could send the whole body again.
     pub(super) fn is_replayable(&self) -> bool {
         match self {
@@ -144,7 +173,7 @@ fn lock<B>(shared: &Mutex<Recording<B>>) -> MutexGuard<'_, Recording<B>> {
 
 impl<B> Body for ReplayBody<B>
 where
-    B: Body,
+    B: Body + Unpin,
     B::Error: Into<BoxError>,
 {
     type Data = Bytes;
@@ -202,7 +231,7 @@ where
 
 impl<B> Cursor<B>
 where
-    B: Body,
+    B: Body + Unpin,
     B::Error: Into<BoxError>,
 {
     fn poll_frame(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
@@ -234,7 +263,7 @@ where
             };
         };
         // This try is at the front: read on from the original body, recording as we go.
-        let frame = match rest.as_mut().poll_frame(cx) {
+        let frame = match Pin::new(rest).poll_frame(cx) {
             Poll::Pending => return Poll::Pending,
             Poll::Ready(None) => {
                 recording.rest = None;
@@ -257,7 +286,7 @@ where
                 } else if !recording.overflowed {
                     // Too large to replay: stop recording and free what was kept.
                     recording.overflowed = true;
-                    recording.chunks = Vec::new();
+                    recording.chunks.clear();
                 }
                 self.frames = recording.frames_read;
                 self.sent += chunk.len() as u64;
@@ -288,7 +317,7 @@ mod tests {
     use http_body_util::{BodyExt, Full};
 
     async fn collect(
-        body: ReplayBody<impl Body<Error = impl Into<BoxError>>>,
+        body: ReplayBody<impl Body<Error = impl Into<BoxError>> + Unpin>,
     ) -> (Bytes, Option<HeaderMap>) {
         let collected = body.collect().await.expect("body");
         let trailers = collected.trailers().cloned();

@@ -55,6 +55,9 @@ where
             });
         }
         if this.sleep.is_none() {
+            if !this.config.is_set() {
+                return Poll::Pending;
+            }
             let started = *this.started.get_or_insert_with(Instant::now);
             let Some((at, _)) = this.config.before_headers(started) else {
                 return Poll::Pending;

@@ -79,6 +79,11 @@ impl<S> Layer<S> for TimeoutLayer {
 }
 
 impl TimeoutLayer {
+    /// Whether any deadline is set; without one, the layer never reads the clock.
+    fn is_set(&self) -> bool {
+        self.response_headers.is_some() || self.request.is_some()
+    }
+
     /// The deadline that applies until the response headers arrive, for a request that started
     /// waiting at `start`: whichever deadline comes first.
     fn before_headers(&self, start: Instant) -> Option<(Instant, TimeoutError)> {

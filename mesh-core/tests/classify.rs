@@ -68,6 +68,30 @@ fn grpc_request(path: &str) -> Request<TestBody> {
         .expect("valid")
 }
 
+/// Sends `req` through the classify layer to `addr`; returns the response and the handle the
+/// layer published for its class.
+async fn send_classified(
+    addr: std::net::SocketAddr,
+    version: HttpVersion,
+    req: Request<TestBody>,
+) -> (
+    Response<impl http_body::Body<Data = Bytes, Error = BoxError> + Unpin>,
+    ClassHandle,
+) {
+    let svc = ClassifyLayer::new(AutoClassify::new(), PublishClass)
+        .layer(ConnectService::new(addr, version));
+    let rsp = tokio::time::timeout(LIMIT, svc.oneshot(req))
+        .await
+        .expect("response in time")
+        .expect("response");
+    let handle = rsp
+        .extensions()
+        .get::<ClassHandle>()
+        .cloned()
+        .expect("published");
+    (rsp, handle)
+}
+
 /// Sends `req` through the classify layer to `addr`, reads the whole body, and returns the
 /// class together with the body's outcome.
 async fn classify(
@@ -80,17 +104,7 @@ async fn classify(
     if version == HttpVersion::Http2 {
         *req.version_mut() = http::Version::HTTP_2;
     }
-    let svc = ClassifyLayer::new(AutoClassify::new(), PublishClass)
-        .layer(ConnectService::new(addr, version));
-    let rsp = tokio::time::timeout(LIMIT, svc.oneshot(req))
-        .await
-        .expect("response in time")
-        .expect("response");
-    let handle = rsp
-        .extensions()
-        .get::<ClassHandle>()
-        .cloned()
-        .expect("published");
+    let (rsp, handle) = send_classified(addr, version, req).await;
     assert_eq!(handle.get(), None, "classified before the body ended");
     let body = tokio::time::timeout(LIMIT, rsp.into_body().collect())
         .await
@@ -177,17 +191,7 @@ async fn a_body_dropped_mid_stream_is_cancelled() {
         if version == HttpVersion::Http2 {
             *req.version_mut() = http::Version::HTTP_2;
         }
-        let svc = ClassifyLayer::new(AutoClassify::new(), PublishClass)
-            .layer(ConnectService::new(server.addr(), version));
-        let rsp = tokio::time::timeout(LIMIT, svc.oneshot(req))
-            .await
-            .expect("in time")
-            .expect("response");
-        let handle = rsp
-            .extensions()
-            .get::<ClassHandle>()
-            .cloned()
-            .expect("published");
+        let (rsp, handle) = send_classified(server.addr(), version, req).await;
         let mut body = rsp.into_body();
         let first = tokio::time::timeout(LIMIT, body.frame())
             .await

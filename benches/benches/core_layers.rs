@@ -6,16 +6,15 @@
 //!
 //! Run: `cargo bench -p benches --bench core_layers`.
 
-use std::hint::black_box;
-use std::pin::pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use benches::drain;
 use bytes::Bytes;
 use criterion::{Criterion, criterion_group, criterion_main};
 use http::{Request, Response};
 use http_body::Body;
-use http_body_util::{BodyExt, Full};
+use http_body_util::Full;
 use mesh_core::Class;
 use mesh_core::classify::{
     AutoClassify, ClassifiedBody, Classify, ClassifyLayer, ClassifyResponse, HttpClassify,
@@ -32,14 +31,6 @@ fn bare() -> impl Service<Request<()>, Response = Rsp, Error = std::convert::Inf
     tower::service_fn(|_req: Request<()>| async {
         Ok::<_, std::convert::Infallible>(Response::new(Full::new(Bytes::from_static(b"hello"))))
     })
-}
-
-/// Reads a body to its end without allocating.
-async fn drain<B: Body>(body: B) {
-    let mut body = pin!(body);
-    while let Some(frame) = body.frame().await {
-        let _ = black_box(frame.is_ok());
-    }
 }
 
 /// Measures `iters` whole requests through `svc`.

@@ -7,15 +7,15 @@
 
 use std::future::{Ready, ready};
 use std::hint::black_box;
-use std::pin::pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use benches::drain;
 use bytes::Bytes;
 use criterion::{Criterion, criterion_group, criterion_main};
 use http::{Request, Response};
 use http_body::Body;
-use http_body_util::{BodyExt, Full};
+use http_body_util::Full;
 use mesh_core::retry::{ReplayBody, RetryBudget, RetryLayer, RetryPolicy};
 use tokio::runtime::Runtime;
 use tower::retry::budget::{Budget, TpsBudget};
@@ -39,14 +39,6 @@ fn request(method: http::Method, headers: bool, body: Bytes) -> Request<Full<Byt
             .header("x-request-id", "5f1c0b7a-6a4e-4a39-9d3e-2f6c1a8e7b10");
     }
     builder.body(Full::new(body)).expect("valid request")
-}
-
-/// Reads a body to its end without allocating.
-async fn drain<B: Body>(body: B) {
-    let mut body = pin!(body);
-    while let Some(frame) = body.frame().await {
-        let _ = black_box(frame.is_ok());
-    }
 }
 
 /// Measures `iters` whole requests (ready, call, response, body drained) through `svc`.

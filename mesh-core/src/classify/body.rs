@@ -3,7 +3,7 @@
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
-use http::Extensions;
+use http::{Extensions, HeaderMap};
 use http_body::{Body, Frame, SizeHint};
 use pin_project::{pin_project, pinned_drop};
 
@@ -29,6 +29,13 @@ pub trait OnClass {
     fn publish(&self, extensions: &mut Extensions) {
         let _ = extensions;
     }
+
+    /// Called with the response's trailers when they pass, just before the class is decided
+    /// from them, so that a listener can keep what the class does not carry (the exact
+    /// `grpc-status` of a successful gRPC call, for tap). Does nothing by default.
+    fn on_trailers(&mut self, trailers: &HeaderMap) {
+        let _ = trailers;
+    }
 }
 
 impl<F: FnOnce(Class)> OnClass for F {
@@ -53,6 +60,12 @@ impl<A: OnClass> OnClass for Option<A> {
             a.publish(extensions);
         }
     }
+
+    fn on_trailers(&mut self, trailers: &HeaderMap) {
+        if let Some(a) = self {
+            a.on_trailers(trailers);
+        }
+    }
 }
 
 impl<A: OnClass, B: OnClass> OnClass for (A, B) {
@@ -64,6 +77,11 @@ impl<A: OnClass, B: OnClass> OnClass for (A, B) {
     fn publish(&self, extensions: &mut Extensions) {
         self.0.publish(extensions);
         self.1.publish(extensions);
+    }
+
+    fn on_trailers(&mut self, trailers: &HeaderMap) {
+        self.0.on_trailers(trailers);
+        self.1.on_trailers(trailers);
     }
 }
 
@@ -78,6 +96,12 @@ impl<A: OnClass, B: OnClass, C: OnClass> OnClass for (A, B, C) {
         self.0.publish(extensions);
         self.1.publish(extensions);
         self.2.publish(extensions);
+    }
+
+    fn on_trailers(&mut self, trailers: &HeaderMap) {
+        self.0.on_trailers(trailers);
+        self.1.on_trailers(trailers);
+        self.2.on_trailers(trailers);
     }
 }
 
@@ -189,6 +213,9 @@ where
         };
         if this.pending.is_some() {
             if let Some(trailers) = frame.trailers_ref() {
+                if let Some((_, on_class)) = this.pending.as_mut() {
+                    on_class.on_trailers(trailers);
+                }
                 decide(this.pending, |eos| eos.classify_eos(Some(trailers)));
             } else if this.inner.is_end_stream() {
                 decide(this.pending, |eos| eos.classify_eos(None));
@@ -225,5 +252,76 @@ where
         } else {
             decide(this.pending, ClassifyEos::classify_cancelled);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use bytes::Bytes;
+    use http::HeaderMap;
+    use http_body::{Body, Frame};
+
+    use super::{ClassifiedBody, OnClass};
+    use crate::classify::{Class, Classify, ClassifyResponse, GrpcClassify};
+
+    /// Keeps the `grpc-status` seen in the trailers next to the class.
+    struct Seen(Arc<Mutex<Option<(String, Class)>>>, Option<String>);
+
+    impl OnClass for Seen {
+        fn on_class(self, class: Class) {
+            let status = self.1.unwrap_or_default();
+            if let Ok(mut slot) = self.0.lock() {
+                *slot = Some((status, class));
+            }
+        }
+
+        fn on_trailers(&mut self, trailers: &HeaderMap) {
+            self.1 = trailers
+                .get("grpc-status")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned);
+        }
+    }
+
+    /// A body of one trailers frame.
+    struct Trailers(Option<HeaderMap>);
+
+    impl Body for Trailers {
+        type Data = Bytes;
+        type Error = std::convert::Infallible;
+
+        fn poll_frame(
+            mut self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+            std::task::Poll::Ready(self.0.take().map(|t| Ok(Frame::trailers(t))))
+        }
+    }
+
+    #[test]
+    fn trailers_reach_the_listener_before_the_class() {
+        let req = http::Request::builder()
+            .header("content-type", "application/grpc")
+            .body(())
+            .expect("request");
+        let rsp = http::Response::new(());
+        let eos = GrpcClassify::new()
+            .classify_request(&req)
+            .classify_response(&rsp);
+        let seen = Arc::new(Mutex::new(None));
+        let mut trailers = HeaderMap::new();
+        trailers.insert("grpc-status", http::HeaderValue::from_static("0"));
+        let mut body = std::pin::pin!(ClassifiedBody::new(
+            Trailers(Some(trailers)),
+            eos,
+            Seen(seen.clone(), None)
+        ));
+        let waker = std::task::Waker::noop();
+        let mut cx = std::task::Context::from_waker(waker);
+        assert!(body.as_mut().poll_frame(&mut cx).is_ready());
+        let got = seen.lock().expect("lock").clone();
+        assert_eq!(got, Some(("0".to_owned(), Class::Success)));
     }
 }

@@ -127,6 +127,34 @@ impl TestServer {
         Ok(Self { addr, accept })
     }
 
+    /// Starts a server answering every request with a clone of the tower service `svc` (for
+    /// testing layers on the server side).
+    pub async fn serve<S, B>(svc: S) -> io::Result<Self>
+    where
+        S: tower::Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
+        S::Future: Send + 'static,
+        S::Error: Into<BoxError>,
+        B: http_body::Body + Send + 'static,
+        B::Data: Send,
+        B::Error: Into<BoxError>,
+    {
+        let listener = TcpListener::bind((std::net::Ipv4Addr::LOCALHOST, 0)).await?;
+        let addr = listener.local_addr()?;
+        let accept = tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let svc = hyper_util::service::TowerToHyperService::new(svc.clone());
+                tokio::spawn(async move {
+                    let served = auto::Builder::new(TokioExecutor::new())
+                        .serve_connection(TokioIo::new(stream), svc)
+                        .await;
+                    // A test that cares about the connection's end checks it from the client.
+                    drop(served);
+                });
+            }
+        });
+        Ok(Self { addr, accept })
+    }
+
     /// Where the server listens.
     pub fn addr(&self) -> SocketAddr {
         self.addr

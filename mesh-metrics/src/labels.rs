@@ -107,6 +107,12 @@ impl Display for Direction {
     }
 }
 
+impl Labels for Direction {
+    fn encode(&self, enc: &mut LabelEncoder<'_>) {
+        enc.label("direction", self);
+    }
+}
+
 /// The mesh's usual breakdown of HTTP traffic: direction, authority, route, peer identity and
 /// endpoint. Unset fields are left out of the exposition.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]

@@ -7,16 +7,12 @@ use std::time::Duration;
 use http::{Request, Response};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
-use hyper_util::service::TowerToHyperService;
 use mesh_core::test_util::{
     ConnectService, HttpVersion, TestBody, TestClient, TestServer, closed_port, empty, full,
     grpc_response, grpc_trailers, stalled_after,
 };
 use mesh_core::{BoxError, Identity, PeerIdentity};
 use mesh_metrics::{Direction, HttpLabels, HttpMetrics, MetricsLayer, Registry};
-use tokio::net::TcpListener;
 use tower::{Layer, ServiceExt};
 
 const LIMIT: Duration = Duration::from_secs(10);
@@ -193,9 +189,7 @@ async fn handle(req: Request<Incoming>) -> Result<Response<TestBody>, BoxError> 
 
 /// A hyper server whose service is wrapped in the metrics layer, labelled by the request's
 /// authority and its peer identity (set here as mesh-tls would).
-async fn metered_server(metrics: HttpMetrics<HttpLabels>) -> std::net::SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr = listener.local_addr().expect("addr");
+async fn metered_server(metrics: HttpMetrics<HttpLabels>) -> TestServer {
     let peer = Identity::parse("spiffe://mesh.local/ns/test/sa/client").expect("identity");
     let svc = tower::ServiceBuilder::new()
         .map_request(move |mut req: Request<Incoming>| {
@@ -207,22 +201,13 @@ async fn metered_server(metrics: HttpMetrics<HttpLabels>) -> std::net::SocketAdd
             HttpLabels::from_request(Direction::Inbound, req)
         }))
         .service_fn(handle);
-    tokio::spawn(async move {
-        while let Ok((stream, _)) = listener.accept().await {
-            let svc = TowerToHyperService::new(svc.clone());
-            tokio::spawn(async move {
-                let _ = auto::Builder::new(TokioExecutor::new())
-                    .serve_connection(TokioIo::new(stream), svc)
-                    .await;
-            });
-        }
-    });
-    addr
+    TestServer::serve(svc).await.expect("server")
 }
 
 async fn server_side(version: HttpVersion) {
     let metrics = HttpMetrics::new();
-    let addr = metered_server(metrics.clone()).await;
+    let server = metered_server(metrics.clone()).await;
+    let addr = server.addr();
     let mut client = TestClient::connect(addr, version).await.expect("connect");
     for path in ["/ok", "/ok", "/503"] {
         let rsp = client.get(path).await.expect("response");

@@ -9,52 +9,16 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use benches::drain;
-use bytes::Bytes;
+use benches::{bare, drain, requests, runtime};
 use criterion::{Criterion, criterion_group, criterion_main};
-use http::{Request, Response};
-use http_body::Body;
-use http_body_util::Full;
+use http::Request;
 use mesh_core::Class;
 use mesh_core::classify::{
     AutoClassify, ClassifiedBody, Classify, ClassifyLayer, ClassifyResponse, HttpClassify,
     NewOnClass, PublishClass,
 };
 use mesh_core::timeout::TimeoutLayer;
-use tokio::runtime::Runtime;
 use tower::{Layer, Service, ServiceExt};
-
-type Rsp = Response<Full<Bytes>>;
-
-/// The service under the layers: always ready, answers at once with a small body.
-fn bare() -> impl Service<Request<()>, Response = Rsp, Error = std::convert::Infallible> + Clone {
-    tower::service_fn(|_req: Request<()>| async {
-        Ok::<_, std::convert::Infallible>(Response::new(Full::new(Bytes::from_static(b"hello"))))
-    })
-}
-
-/// Measures `iters` whole requests through `svc`.
-async fn requests<S, B>(mut svc: S, iters: u64) -> Duration
-where
-    S: Service<Request<()>, Response = Response<B>>,
-    S::Error: std::fmt::Debug,
-    B: Body,
-{
-    let start = Instant::now();
-    for _ in 0..iters {
-        let ready = svc.ready().await.expect("always ready");
-        let rsp = ready.call(Request::new(())).await.expect("never fails");
-        drain(rsp.into_body()).await;
-    }
-    start.elapsed()
-}
-
-fn runtime() -> Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_time()
-        .build()
-        .expect("runtime")
-}
 
 fn timeout(c: &mut Criterion) {
     let rt = runtime();

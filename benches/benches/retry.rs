@@ -10,14 +10,13 @@ use std::hint::black_box;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use benches::drain;
+use benches::{drain, runtime};
 use bytes::Bytes;
 use criterion::{Criterion, criterion_group, criterion_main};
 use http::{Request, Response};
 use http_body::Body;
 use http_body_util::Full;
 use mesh_core::retry::{ReplayBody, RetryBudget, RetryLayer, RetryPolicy};
-use tokio::runtime::Runtime;
 use tower::retry::budget::{Budget, TpsBudget};
 use tower::{Layer, Service, ServiceExt};
 
@@ -83,13 +82,6 @@ impl<E> tower::retry::Policy<Request<Full<Bytes>>, Rsp, E> for TowerPolicy {
     fn clone_request(&mut self, req: &Request<Full<Bytes>>) -> Option<Request<Full<Bytes>>> {
         req.method().is_idempotent().then(|| req.clone())
     }
-}
-
-fn runtime() -> Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_time()
-        .build()
-        .expect("runtime")
 }
 
 fn success_path(c: &mut Criterion) {

@@ -1,27 +1,30 @@
 //! Series by label set, with a cap on how many distinct sets are kept.
 
 use std::collections::HashMap;
-use std::hash::{BuildHasher, RandomState};
+use std::hash::RandomState;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, PoisonError, RwLock};
 
 use crate::Labels;
+use crate::stripe::{CachePadded, STRIPES, stripe_index};
 
 /// How many distinct label sets a family keeps by default.
 pub const DEFAULT_LABEL_SET_CAP: usize = 10_000;
 
-/// Shards of the map, so that looking up different label sets rarely meets on one lock.
-const SHARDS: usize = 16;
+type Map<L, S> = HashMap<L, Arc<S>>;
 
 /// The series of one kind (`S`) for each label set (`L`).
 ///
-/// A lookup takes a read lock on one of 16 shards and clones an `Arc`; it allocates only when
-/// the label set is new. Past the cap, new label sets share one overflow series (exposed with
-/// the single label `overflow="true"`), and [`Family::overflowed`] counts the lookups that were
-/// folded there. Memory is thus bounded by the cap, however many distinct label sets arrive.
+/// The map is replicated once per thread stripe: a lookup hashes the labels once and takes a
+/// read lock on the calling thread's own replica, so threads looking up the same label set
+/// share no lock word and no reference count. Only a new label set takes the write locks of
+/// all replicas (in order) to insert it everywhere; that is rare, and bounded by the cap.
+///
+/// Past the cap, new label sets share one overflow series (exposed with the single label
+/// `overflow="true"`), and [`Family::overflowed`] counts the lookups folded there. Memory is
+/// thus bounded by the cap, however many distinct label sets arrive.
 pub(crate) struct Family<L, S> {
-    shards: [RwLock<HashMap<L, Arc<S>>>; SHARDS],
-    hasher: RandomState,
+    replicas: [CachePadded<RwLock<Map<L, S>>>; STRIPES],
     len: AtomicUsize,
     cap: usize,
     overflow: Arc<S>,
@@ -30,9 +33,11 @@ pub(crate) struct Family<L, S> {
 
 impl<L: Labels, S: Default> Family<L, S> {
     pub(crate) fn new(cap: usize) -> Self {
+        let hasher = RandomState::new();
         Self {
-            shards: std::array::from_fn(|_| RwLock::new(HashMap::new())),
-            hasher: RandomState::new(),
+            replicas: std::array::from_fn(|_| {
+                CachePadded(RwLock::new(HashMap::with_hasher(hasher.clone())))
+            }),
             len: AtomicUsize::new(0),
             cap,
             overflow: Arc::new(S::default()),
@@ -40,22 +45,38 @@ impl<L: Labels, S: Default> Family<L, S> {
         }
     }
 
+    /// Calls `f` with the series for `labels` (created if there is room, else the overflow
+    /// series), without cloning its `Arc` when the label set is known.
+    #[inline]
+    pub(crate) fn with_series<R>(&self, labels: &L, f: impl FnOnce(&Arc<S>) -> R) -> R {
+        {
+            let replica = self.replicas[stripe_index()]
+                .0
+                .read()
+                .unwrap_or_else(PoisonError::into_inner);
+            if let Some(series) = replica.get(labels) {
+                return f(series);
+            }
+        }
+        f(&self.insert(labels))
+    }
+
     /// The series for `labels`, created if there is room, else the overflow series.
     pub(crate) fn get_or_create(&self, labels: &L) -> Arc<S> {
-        let shard = &self.shards[self.hasher.hash_one(labels) as usize % SHARDS];
-        if let Some(series) = shard
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(labels)
-        {
+        self.with_series(labels, Arc::clone)
+    }
+
+    #[cold]
+    fn insert(&self, labels: &L) -> Arc<S> {
+        // Every replica, always in the same order, so that two inserts cannot deadlock.
+        let mut replicas: Vec<_> = self
+            .replicas
+            .iter()
+            .map(|r| r.0.write().unwrap_or_else(PoisonError::into_inner))
+            .collect();
+        if let Some(series) = replicas.first().and_then(|r| r.get(labels)) {
             return Arc::clone(series);
         }
-        let mut map = shard.write().unwrap_or_else(PoisonError::into_inner);
-        if let Some(series) = map.get(labels) {
-            return Arc::clone(series);
-        }
-        // Reserve a place under the cap; the shard's write lock is held, so a racing insert of
-        // the same labels cannot take a second place.
         let reserved = self
             .len
             .fetch_update(Relaxed, Relaxed, |n| (n < self.cap).then_some(n + 1))
@@ -65,17 +86,29 @@ impl<L: Labels, S: Default> Family<L, S> {
             return Arc::clone(&self.overflow);
         }
         let series = Arc::new(S::default());
-        map.insert(labels.clone(), Arc::clone(&series));
+        for replica in &mut replicas {
+            replica.insert(labels.clone(), Arc::clone(&series));
+        }
         series
     }
 
     /// Calls `f` with each label set and its series (the overflow series is not included).
+    ///
+    /// The entries are copied out first (a label clone and a reference count each), so that
+    /// the read lock is held only for that copy: a slow reader (an exposition of thousands of
+    /// series) must not keep a new label set waiting for the write locks, nor the requests
+    /// queued behind that writer.
     pub(crate) fn for_each(&self, mut f: impl FnMut(&L, &S)) {
-        for shard in &self.shards {
-            let map = shard.read().unwrap_or_else(PoisonError::into_inner);
-            for (labels, series) in map.iter() {
-                f(labels, series);
-            }
+        // Every replica holds every label set; copy from the first.
+        let entries: Vec<(L, Arc<S>)> = self.replicas[0]
+            .0
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .map(|(labels, series)| (labels.clone(), Arc::clone(series)))
+            .collect();
+        for (labels, series) in &entries {
+            f(labels, series);
         }
     }
 
@@ -106,12 +139,12 @@ mod tests {
 
     #[test]
     fn the_cap_holds_and_overflow_is_counted() {
-        let family = Family::<u32Labels, AtomicU64>::new(3);
+        let family = Family::<Number, AtomicU64>::new(3);
         for i in 0..10 {
-            family.get_or_create(&u32Labels(i)).fetch_add(1, Relaxed);
+            family.get_or_create(&Number(i)).fetch_add(1, Relaxed);
         }
         // Known sets still find their own series once the cap is reached.
-        family.get_or_create(&u32Labels(0)).fetch_add(1, Relaxed);
+        family.with_series(&Number(0), |s| s.fetch_add(1, Relaxed));
         assert_eq!(family.len(), 3);
         assert_eq!(family.overflowed(), 7);
         assert_eq!(family.overflow().load(Relaxed), 7);
@@ -120,11 +153,32 @@ mod tests {
         assert_eq!(kept, 4);
     }
 
-    #[allow(non_camel_case_types)]
-    #[derive(Clone, PartialEq, Eq, Hash)]
-    struct u32Labels(u32);
+    #[test]
+    fn threads_find_the_same_series() {
+        let family = Arc::new(Family::<Number, AtomicU64>::new(100));
+        let threads: Vec<_> = (0..4)
+            .map(|_| {
+                let family = family.clone();
+                std::thread::spawn(move || {
+                    for i in 0..50 {
+                        family.with_series(&Number(i), |s| s.fetch_add(1, Relaxed));
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().expect("thread");
+        }
+        assert_eq!(family.len(), 50);
+        let mut each = Vec::new();
+        family.for_each(|_, s| each.push(s.load(Relaxed)));
+        assert_eq!(each, vec![4; 50]);
+    }
 
-    impl Labels for u32Labels {
+    #[derive(Clone, PartialEq, Eq, Hash)]
+    struct Number(u32);
+
+    impl Labels for Number {
         fn encode(&self, enc: &mut crate::LabelEncoder<'_>) {
             enc.label("n", self.0);
         }

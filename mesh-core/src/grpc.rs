@@ -217,6 +217,21 @@ pub fn is_grpc(headers: &HeaderMap) -> bool {
         && matches!(bytes.get(GRPC.len()), None | Some(b'+' | b';'))
 }
 
+/// A trailers-only gRPC response: HTTP 200, `content-type: application/grpc`, `grpc-status`
+/// and `grpc-message` (encoded, at most 1 KiB of `message`) in the headers, and an empty body.
+/// The way a gRPC server reports an error before sending any message.
+pub fn trailers_only<B: From<bytes::Bytes>>(code: GrpcCode, message: &str) -> http::Response<B> {
+    let mut rsp = http::Response::new(B::from(bytes::Bytes::new()));
+    let headers = rsp.headers_mut();
+    headers.insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/grpc"),
+    );
+    headers.insert(GRPC_STATUS, code.to_header_value());
+    headers.insert(GRPC_MESSAGE, encode_message(message, 1024));
+    rsp
+}
+
 /// Encodes a text for `grpc-message`: the gRPC specification percent-encodes every byte outside
 /// printable ASCII, and `%` itself. The result is cut at `max_len` bytes of input.
 pub fn encode_message(message: &str, max_len: usize) -> HeaderValue {

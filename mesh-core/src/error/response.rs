@@ -8,7 +8,7 @@ use http::header::{CONTENT_LENGTH, CONTENT_TYPE, HeaderName, HeaderValue};
 use http::{Response, StatusCode};
 
 use super::ErrorKind;
-use crate::grpc::{self, GRPC_MESSAGE, GRPC_STATUS, GrpcCode};
+use crate::grpc::{self, GrpcCode};
 
 /// The header that marks a response as produced by the mesh rather than by the application,
 /// holding the [`ErrorKind`] (`connect`, `unavailable`, `timeout` or `other`).
@@ -45,18 +45,14 @@ const MAX_MESSAGE: usize = 1024;
 pub fn error_response<B: From<Bytes>>(err: &(dyn Error + 'static), grpc: bool) -> Response<B> {
     let kind = ErrorKind::of(err);
     let message = message_with_sources(err);
-    let mut rsp = Response::new(B::from(Bytes::new()));
     if grpc {
         let code = match kind {
             ErrorKind::Timeout => GrpcCode::DEADLINE_EXCEEDED,
             _ => GrpcCode::UNAVAILABLE,
         };
-        let headers = rsp.headers_mut();
-        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
-        headers.insert(GRPC_STATUS, code.to_header_value());
-        headers.insert(GRPC_MESSAGE, grpc::encode_message(&message, MAX_MESSAGE));
-        return rsp;
+        return grpc::trailers_only(code, &message);
     }
+    let mut rsp = Response::new(B::from(Bytes::new()));
     *rsp.status_mut() = match kind {
         ErrorKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
         ErrorKind::Timeout => StatusCode::GATEWAY_TIMEOUT,
@@ -100,6 +96,7 @@ fn message_with_sources(err: &(dyn Error + 'static)) -> String {
 mod tests {
     use super::*;
     use crate::error::{ConnectError, Unavailable, UnavailableError};
+    use crate::grpc::{GRPC_MESSAGE, GRPC_STATUS};
     use crate::timeout::TimeoutError;
     use std::net::SocketAddr;
     use std::time::Duration;

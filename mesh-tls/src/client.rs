@@ -1,0 +1,239 @@
+//! The client side: connect with this workload's certificate and insist on the expected
+//! identity of the endpoint.
+
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use http::Uri;
+use hyper_util::client::legacy::connect::{Connected, Connection};
+use hyper_util::rt::TokioIo;
+use mesh_core::{Identity, IdentityKind};
+use pin_project::pin_project;
+use rustls::ClientConfig;
+use rustls::client::Resumption;
+use rustls_pki_types::ServerName;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
+use tokio_rustls::client::TlsStream;
+
+use crate::settings::{Negotiated, TlsSettings};
+use crate::store::CredentialStore;
+use crate::verify::{CurrentCert, ExpectedIdentity, IdentityMismatch};
+
+/// Why a meshed connection could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    /// The server's certificate is valid but for another identity. Names both.
+    #[error(transparent)]
+    IdentityMismatch(#[from] IdentityMismatch),
+    /// The handshake failed otherwise (unknown CA, expired certificate, no common version).
+    #[error("TLS handshake with the server failed: {0}")]
+    Handshake(#[source] io::Error),
+    /// The handshake did not finish in time.
+    #[error("the TLS handshake did not finish in time")]
+    Timeout,
+    /// The TCP connection failed.
+    #[error("connecting to {addr} failed: {source}")]
+    Tcp {
+        /// Where.
+        addr: SocketAddr,
+        /// Why.
+        source: io::Error,
+    },
+    /// No endpoint is known for this URI.
+    #[error("no meshed endpoint for {0}")]
+    NoEndpoint(Uri),
+    /// The settings are not usable with the crypto provider.
+    #[error("TLS settings rejected: {0}")]
+    Config(#[from] rustls::Error),
+}
+
+/// Makes client connections that present this workload's certificate and verify that the
+/// server carries the expected identity. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct TlsConnector {
+    store: CredentialStore,
+    settings: TlsSettings,
+}
+
+impl TlsConnector {
+    /// A connector using `store`'s current credentials for each new connection.
+    pub fn new(store: CredentialStore, settings: TlsSettings) -> Self {
+        Self { store, settings }
+    }
+
+    /// Runs the client handshake over `io`, expecting the server to be `expected`.
+    ///
+    /// Session resumption is off: a resumed session skips certificate verification, and
+    /// sessions are cached by server name, which several identities may share; each
+    /// connection's identity is therefore verified in full.
+    pub async fn connect<I>(&self, io: I, expected: &Identity) -> Result<TlsStream<I>, ConnectError>
+    where
+        I: AsyncRead + AsyncWrite + Unpin,
+    {
+        let provider = Arc::clone(&self.store.current().provider);
+        let mut config = ClientConfig::builder_with_provider(provider)
+            .with_protocol_versions(self.settings.versions())?
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(ExpectedIdentity {
+                store: self.store.clone(),
+                expected: expected.clone(),
+            }))
+            .with_client_cert_resolver(Arc::new(CurrentCert(self.store.clone())));
+        config.alpn_protocols = self.settings.alpn.clone();
+        config.resumption = Resumption::disabled();
+        let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+        let handshake = connector.connect(server_name(expected), io);
+        tokio::time::timeout(self.settings.handshake_timeout, handshake)
+            .await
+            .map_err(|_| ConnectError::Timeout)?
+            .map_err(|err| match mismatch_in(&err) {
+                Some(mismatch) => ConnectError::IdentityMismatch(mismatch),
+                None => ConnectError::Handshake(err),
+            })
+    }
+}
+
+/// The SNI to send: the identity itself when it is a DNS name, the trust domain for a SPIFFE
+/// ID (a URI cannot be a server name). The server does not choose its certificate by it.
+fn server_name(identity: &Identity) -> ServerName<'static> {
+    let name = match identity.kind() {
+        IdentityKind::Dns => identity.as_str(),
+        IdentityKind::Spiffe => identity.trust_domain().unwrap_or("mesh.invalid"),
+    };
+    // Validated identities are valid DNS names; should one not be, send no SNI at all (an IP
+    // address is never sent as SNI).
+    ServerName::try_from(name.to_owned()).unwrap_or(ServerName::IpAddress(
+        std::net::Ipv4Addr::UNSPECIFIED.into(),
+    ))
+}
+
+/// Finds our verifier's mismatch error inside the handshake's io error.
+fn mismatch_in(err: &io::Error) -> Option<IdentityMismatch> {
+    let tls = err.get_ref()?.downcast_ref::<rustls::Error>()?;
+    let rustls::Error::InvalidCertificate(rustls::CertificateError::Other(other)) = tls else {
+        return None;
+    };
+    other.0.downcast_ref::<IdentityMismatch>().cloned()
+}
+
+/// Where a URI's requests go and who must be there.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MeshEndpoint {
+    /// The address to connect to.
+    pub addr: SocketAddr,
+    /// The identity the server must present.
+    pub identity: Identity,
+}
+
+/// A connector for hyper-util's `Client`: resolves each URI to a [`MeshEndpoint`] with
+/// `resolve`, connects over TCP, and runs the mTLS handshake expecting that endpoint's
+/// identity. Advertises HTTP/2 to the client when ALPN chose it.
+#[derive(Clone, Debug)]
+pub struct MeshConnector<R> {
+    tls: TlsConnector,
+    resolve: R,
+}
+
+impl<R> MeshConnector<R>
+where
+    R: Fn(&Uri) -> Option<MeshEndpoint>,
+{
+    /// A connector resolving URIs with `resolve`.
+    pub fn new(tls: TlsConnector, resolve: R) -> Self {
+        Self { tls, resolve }
+    }
+}
+
+impl<R> tower::Service<Uri> for MeshConnector<R>
+where
+    R: Fn(&Uri) -> Option<MeshEndpoint>,
+{
+    type Response = MeshConnection;
+    type Error = ConnectError;
+    type Future = Pin<Box<dyn Future<Output = Result<MeshConnection, ConnectError>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), ConnectError>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, uri: Uri) -> Self::Future {
+        let endpoint = (self.resolve)(&uri);
+        let tls = self.tls.clone();
+        Box::pin(async move {
+            let MeshEndpoint { addr, identity } = endpoint.ok_or(ConnectError::NoEndpoint(uri))?;
+            let tcp = TcpStream::connect(addr)
+                .await
+                .map_err(|source| ConnectError::Tcp { addr, source })?;
+            let _ = tcp.set_nodelay(true);
+            let stream = tls.connect(tcp, &identity).await?;
+            let negotiated = Negotiated::from_alpn(stream.get_ref().1.alpn_protocol());
+            Ok(MeshConnection {
+                io: TokioIo::new(stream),
+                negotiated,
+            })
+        })
+    }
+}
+
+/// A meshed client connection, as hyper-util's client wants it.
+#[pin_project]
+#[derive(Debug)]
+pub struct MeshConnection {
+    #[pin]
+    io: TokioIo<TlsStream<TcpStream>>,
+    negotiated: Negotiated,
+}
+
+impl MeshConnection {
+    /// The protocol ALPN chose.
+    pub fn negotiated(&self) -> Negotiated {
+        self.negotiated
+    }
+
+    /// The server's certificate chain.
+    pub fn peer_certificates(&self) -> Option<&[rustls_pki_types::CertificateDer<'static>]> {
+        self.io.inner().get_ref().1.peer_certificates()
+    }
+}
+
+impl Connection for MeshConnection {
+    fn connected(&self) -> Connected {
+        match self.negotiated {
+            Negotiated::Http2 => Connected::new().negotiated_h2(),
+            _ => Connected::new(),
+        }
+    }
+}
+
+impl hyper::rt::Read for MeshConnection {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: hyper::rt::ReadBufCursor<'_>,
+    ) -> Poll<io::Result<()>> {
+        self.project().io.poll_read(cx, buf)
+    }
+}
+
+impl hyper::rt::Write for MeshConnection {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        self.project().io.poll_write(cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.project().io.poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.project().io.poll_shutdown(cx)
+    }
+}

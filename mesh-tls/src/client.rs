@@ -130,29 +130,72 @@ pub struct MeshEndpoint {
     pub identity: Identity,
 }
 
-/// A connector for hyper-util's `Client`: resolves each URI to a [`MeshEndpoint`] with
-/// `resolve`, connects over TCP, and runs the mTLS handshake expecting that endpoint's
-/// identity. Advertises HTTP/2 to the client when ALPN chose it.
+/// Finds the endpoint (address and expected identity) for a URI.
+pub trait ResolveEndpoint {
+    /// The endpoint for `uri`, or `None` if none is known.
+    fn resolve(&self, uri: &Uri) -> Option<MeshEndpoint>;
+}
+
+impl<F: Fn(&Uri) -> Option<MeshEndpoint>> ResolveEndpoint for F {
+    fn resolve(&self, uri: &Uri) -> Option<MeshEndpoint> {
+        self(uri)
+    }
+}
+
+/// A fixed table from authority (`host` or `host:port`, as in the URI) to endpoint, with an
+/// optional fallback for any other authority.
+#[derive(Clone, Debug, Default)]
+pub struct StaticEndpoints {
+    by_authority: std::collections::HashMap<String, MeshEndpoint>,
+    fallback: Option<MeshEndpoint>,
+}
+
+impl StaticEndpoints {
+    /// An empty table.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Sends requests for `authority` to `endpoint`.
+    pub fn with(mut self, authority: impl Into<String>, endpoint: MeshEndpoint) -> Self {
+        self.by_authority
+            .insert(authority.into().to_ascii_lowercase(), endpoint);
+        self
+    }
+
+    /// Sends requests for any other authority to `endpoint`.
+    pub fn with_fallback(mut self, endpoint: MeshEndpoint) -> Self {
+        self.fallback = Some(endpoint);
+        self
+    }
+}
+
+impl ResolveEndpoint for StaticEndpoints {
+    fn resolve(&self, uri: &Uri) -> Option<MeshEndpoint> {
+        uri.authority()
+            .and_then(|a| self.by_authority.get(&a.as_str().to_ascii_lowercase()))
+            .or(self.fallback.as_ref())
+            .cloned()
+    }
+}
+
+/// A connector for hyper-util's `Client`: resolves each URI to a [`MeshEndpoint`], connects
+/// over TCP, and runs the mTLS handshake expecting that endpoint's identity. Advertises
+/// HTTP/2 to the client when ALPN chose it.
 #[derive(Clone, Debug)]
 pub struct MeshConnector<R> {
     tls: TlsConnector,
     resolve: R,
 }
 
-impl<R> MeshConnector<R>
-where
-    R: Fn(&Uri) -> Option<MeshEndpoint>,
-{
+impl<R: ResolveEndpoint> MeshConnector<R> {
     /// A connector resolving URIs with `resolve`.
     pub fn new(tls: TlsConnector, resolve: R) -> Self {
         Self { tls, resolve }
     }
 }
 
-impl<R> tower::Service<Uri> for MeshConnector<R>
-where
-    R: Fn(&Uri) -> Option<MeshEndpoint>,
-{
+impl<R: ResolveEndpoint> tower::Service<Uri> for MeshConnector<R> {
     type Response = MeshConnection;
     type Error = ConnectError;
     type Future = Pin<Box<dyn Future<Output = Result<MeshConnection, ConnectError>> + Send>>;
@@ -162,7 +205,7 @@ where
     }
 
     fn call(&mut self, uri: Uri) -> Self::Future {
-        let endpoint = (self.resolve)(&uri);
+        let endpoint = self.resolve.resolve(&uri);
         let tls = self.tls.clone();
         Box::pin(async move {
             let MeshEndpoint { addr, identity } = endpoint.ok_or(ConnectError::NoEndpoint(uri))?;

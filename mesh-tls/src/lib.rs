@@ -63,7 +63,10 @@ mod store;
 mod verify;
 
 pub use self::ca::{CaError, DevCa, Issued, KeyAlgorithm};
-pub use self::client::{ConnectError, MeshConnection, MeshConnector, MeshEndpoint, TlsConnector};
+pub use self::client::{
+    ConnectError, MeshConnection, MeshConnector, MeshEndpoint, ResolveEndpoint, StaticEndpoints,
+    TlsConnector,
+};
 pub use self::credentials::{CredentialFiles, Credentials, CredentialsError, default_provider};
 pub use self::identity::{CertIdentityError, identity_of, serial_of};
 pub use self::peer::{SetPeerIdentity, SetPeerIdentityLayer};

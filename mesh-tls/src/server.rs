@@ -62,7 +62,7 @@ impl AcceptError {
 
 /// Names the usual handshake failures from rustls' error.
 fn handshake_reason(err: &io::Error) -> &'static str {
-    use rustls::{CertificateError, Error, PeerIncompatible, PeerMisbehaved};
+    use rustls::{CertificateError, Error, PeerIncompatible};
     let Some(tls) = err.get_ref().and_then(|e| e.downcast_ref::<Error>()) else {
         return "handshake";
     };
@@ -71,14 +71,22 @@ fn handshake_reason(err: &io::Error) -> &'static str {
         Error::InvalidCertificate(
             CertificateError::Expired | CertificateError::ExpiredContext { .. },
         ) => "expired_cert",
-        Error::InvalidCertificate(CertificateError::UnknownIssuer) => "unknown_ca",
+        Error::InvalidCertificate(
+            CertificateError::NotValidYet | CertificateError::NotValidYetContext { .. },
+        ) => "not_yet_valid_cert",
+        // A certificate from another CA either names an issuer we do not know, or one with
+        // the same name whose signature does not verify.
+        Error::InvalidCertificate(
+            CertificateError::UnknownIssuer | CertificateError::BadSignature,
+        ) => "unknown_ca",
         Error::InvalidCertificate(_) => "bad_cert",
         Error::PeerIncompatible(
-            PeerIncompatible::Tls13RequiredForQuic
-            | PeerIncompatible::SupportedVersionsExtensionRequired,
+            PeerIncompatible::SupportedVersionsExtensionRequired
+            | PeerIncompatible::Tls12NotOffered
+            | PeerIncompatible::Tls12NotOfferedOrEnabled
+            | PeerIncompatible::ServerDoesNotSupportTls12Or13,
         ) => "protocol_version",
         Error::PeerIncompatible(_) => "incompatible",
-        Error::PeerMisbehaved(PeerMisbehaved::MissingPskModesExtension) => "misbehaved",
         Error::AlertReceived(_) => "alert_received",
         _ => "handshake",
     }

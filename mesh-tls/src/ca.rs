@@ -250,3 +250,47 @@ fn random_serial() -> SerialNumber {
     bytes[0] |= 0x01;
     SerialNumber::from_slice(&bytes)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_ca_written_and_read_back_keeps_issuing_for_the_same_root() {
+        let ca = DevCa::new("mesh.local").expect("ca");
+        let again = DevCa::from_pem(ca.root_pem(), &ca.key_pem).expect("read back");
+        let id = Identity::parse("web.mesh.local").expect("identity");
+        let issued = again.issue(&id, Duration::from_secs(60)).expect("issue");
+        assert_eq!(issued.roots_pem, ca.root_pem());
+        // Verifies against the original root, and carries the DNS identity.
+        let credentials = issued.credentials().expect("credentials");
+        assert_eq!(credentials.identity(), &id);
+    }
+
+    #[test]
+    fn every_algorithm_issues_usable_credentials() {
+        let id = Identity::parse("spiffe://mesh.local/ns/a/sa/b").expect("identity");
+        for algorithm in [
+            KeyAlgorithm::EcdsaP256,
+            KeyAlgorithm::EcdsaP384,
+            KeyAlgorithm::Ed25519,
+        ] {
+            let ca = DevCa::new("mesh.local")
+                .expect("ca")
+                .with_algorithm(algorithm);
+            let issued = ca.issue(&id, Duration::from_secs(60)).expect("issue");
+            assert_eq!(issued.credentials().expect("credentials").identity(), &id);
+        }
+    }
+
+    #[test]
+    fn an_empty_validity_window_is_refused() {
+        let ca = DevCa::new("mesh.local").expect("ca");
+        let id = Identity::parse("a.b").expect("identity");
+        let now = SystemTime::now();
+        assert!(matches!(
+            ca.issue_between(&id, now, now),
+            Err(CaError::Validity)
+        ));
+    }
+}

@@ -16,7 +16,9 @@
 //!
 //! - [`retry`]: retries within a budget, with replayable request bodies and backoff.
 //!
-//! Still to come here: endpoint discovery.
+//! - [`Endpoint`]: one instance of a service as discovery reports it (address, expected
+//!   identity, weight, labels). The discovery sources themselves (static, file, DNS) live in
+//!   mesh-balance, which consumes them.
 //!
 //! # Example
 //!
@@ -49,6 +51,7 @@
 
 pub mod classify;
 pub mod detect;
+mod endpoint;
 pub mod error;
 pub mod grpc;
 mod identity;
@@ -56,6 +59,7 @@ pub mod retry;
 pub mod timeout;
 
 pub use self::classify::{Class, Classify, FailureReason};
+pub use self::endpoint::Endpoint;
 pub use self::error::{BoxError, ErrorKind, error_response};
 pub use self::identity::{Identity, IdentityError, IdentityKind, InvalidIdentity, PeerIdentity};
 pub use self::timeout::{TimeoutError, TimeoutLayer};

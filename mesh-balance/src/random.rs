@@ -1,0 +1,45 @@
+//! The balancer's source of randomness, injectable so that tests and simulations are
+//! deterministic.
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+/// A source of random numbers shared by the balancer's clones.
+pub trait Random: Send + Sync + 'static {
+    /// A uniformly random 64-bit number.
+    fn next_u64(&self) -> u64;
+
+    /// A uniformly random number below `n` (`n` > 0).
+    fn below(&self, n: usize) -> usize {
+        // Multiply-shift: unbiased enough for load balancing, and no division.
+        ((u128::from(self.next_u64()) * n as u128) >> 64) as usize
+    }
+}
+
+/// SplitMix64 over an atomic counter: fast, lock-free, and reproducible from a seed.
+#[derive(Debug)]
+pub struct SplitMix(AtomicU64);
+
+impl SplitMix {
+    /// A sequence starting from `seed`.
+    pub fn seeded(seed: u64) -> Self {
+        Self(AtomicU64::new(seed))
+    }
+
+    /// A sequence seeded from the process's hash randomness.
+    pub fn from_entropy() -> Self {
+        use std::hash::{BuildHasher, RandomState};
+        Self::seeded(RandomState::new().hash_one(std::time::SystemTime::now()))
+    }
+}
+
+impl Random for SplitMix {
+    fn next_u64(&self) -> u64 {
+        let mut z = self
+            .0
+            .fetch_add(0x9e37_79b9_7f4a_7c15, Relaxed)
+            .wrapping_add(0x9e37_79b9_7f4a_7c15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+}

@@ -1,5 +1,11 @@
-//! Sources of endpoint sets, as streams of `tower::discover::Change<SocketAddr, Endpoint>`.
+//! Sources of endpoint sets, as streams of `tower::discover::Change<SocketAddr, Endpoint>`:
+//! [`fixed`] (a static list), [`file::watch`] (a file re-read when it changes), [`dns`]
+//! (A/AAAA or SRV names re-resolved on their TTL), and [`channel`] (changes pushed by hand).
 
+pub mod dns;
+pub mod file;
 mod fixed;
+mod updates;
 
 pub use self::fixed::{Fixed, fixed};
+pub use self::updates::{EndpointChange, UpdateSender, Updates, channel};

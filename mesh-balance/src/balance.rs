@@ -20,10 +20,16 @@ use tower::{Service, ServiceExt};
 use crate::body::BalancedBody;
 use crate::config::BalanceConfig;
 use crate::future::ResponseFuture;
-use crate::pool::Pool;
-use crate::random::{Random, SplitMix};
+use crate::pool::{Pool, Update};
+use crate::random::{Random, ThreadRandom};
 use crate::snapshot::EndpointSnapshot;
 use crate::state::{EndpointState, EndpointStatus};
+
+/// The most discovery changes applied as one batch.
+const MAX_BATCH: usize = 4096;
+
+/// How often the driver refreshes the median latency estimate used to spot outliers.
+const MEDIAN_REFRESH: Duration = Duration::from_millis(250);
 
 /// Stops the driver when the last clone of the balancer goes.
 #[derive(Debug)]
@@ -74,11 +80,10 @@ impl<S> Balance<S> {
         E: Display + Send + 'static,
         M: FnMut(&Endpoint) -> S + Send + 'static,
         S: Service<Request<B>> + Clone + Send + Sync + 'static,
-        S::Future: Send,
         S::Error: Into<BoxError>,
         B: 'static,
     {
-        Self::with_random(discover, make, config, Arc::new(SplitMix::from_entropy()))
+        Self::with_random(discover, make, config, Arc::new(ThreadRandom))
     }
 
     /// Like [`Balance::new`], drawing from `random` (seeded in tests and simulations).
@@ -93,7 +98,6 @@ impl<S> Balance<S> {
         E: Display + Send + 'static,
         M: FnMut(&Endpoint) -> S + Send + 'static,
         S: Service<Request<B>> + Clone + Send + Sync + 'static,
-        S::Future: Send,
         S::Error: Into<BoxError>,
         B: 'static,
     {
@@ -137,34 +141,61 @@ where
     E: Display + Send + 'static,
     M: FnMut(&Endpoint) -> S + Send + 'static,
     S: Service<Request<B>> + Clone + Send + Sync + 'static,
-    S::Future: Send,
     S::Error: Into<BoxError>,
     B: 'static,
 {
     let mut discover = pin!(discover);
+    let mut discovering = true;
+    // The outlier reference is refreshed off the hot path, a few times a second.
+    let mut refresh = tokio::time::interval(MEDIAN_REFRESH);
+    refresh.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        match poll_fn(|cx| discover.as_mut().poll_next(cx)).await {
-            Some(Ok(Change::Insert(addr, mut endpoint))) => {
-                endpoint.addr = addr;
-                let service = make(&endpoint);
-                let state = Arc::new(EndpointState::new(
-                    endpoint,
-                    service,
-                    &pool.config,
-                    pool.now(),
-                ));
-                pool.insert(Arc::clone(&state));
-                tokio::spawn(make_ready::<S, B>(Arc::clone(&pool.changed), state));
+        let change = tokio::select! {
+            change = poll_fn(|cx| discover.as_mut().poll_next(cx)), if discovering => change,
+            _ = refresh.tick() => {
+                pool.refresh_median();
+                continue;
             }
-            Some(Ok(Change::Remove(addr))) => pool.remove(&addr),
-            Some(Err(err)) => {
-                tracing::warn!(error = %err, "discovery error; keeping the current endpoints")
+        };
+        // Take every change already waiting, and apply them as one batch.
+        let mut batch = Vec::new();
+        let mut next = change;
+        loop {
+            match next {
+                Some(Ok(Change::Insert(addr, mut endpoint))) => {
+                    endpoint.addr = addr;
+                    let service = make(&endpoint);
+                    let state = Arc::new(EndpointState::new(
+                        endpoint,
+                        service,
+                        &pool.config,
+                        pool.now(),
+                    ));
+                    tokio::spawn(make_ready::<S, B>(
+                        Arc::clone(&pool.changed),
+                        Arc::clone(&state),
+                    ));
+                    batch.push(Update::Insert(state));
+                }
+                Some(Ok(Change::Remove(addr))) => batch.push(Update::Remove(addr)),
+                Some(Err(err)) => {
+                    tracing::warn!(error = %err, "discovery error; keeping the current endpoints");
+                }
+                None => {
+                    tracing::debug!("discovery ended; keeping the current endpoints");
+                    discovering = false;
+                    break;
+                }
             }
-            None => {
-                tracing::debug!("discovery ended; keeping the current endpoints");
-                return;
+            if batch.len() >= MAX_BATCH {
+                break;
+            }
+            match poll_fn(|cx| Poll::Ready(discover.as_mut().poll_next(cx))).await {
+                Poll::Ready(change) => next = change,
+                Poll::Pending => break,
             }
         }
+        pool.apply(batch);
     }
 }
 

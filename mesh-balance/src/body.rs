@@ -90,6 +90,9 @@ pub struct Recorder<S> {
     endpoint: Arc<EndpointState<S>>,
     /// The latency sample was already a failure penalty (decided from the head).
     penalized: bool,
+    /// When the response head arrived (pool clock): the time the outcome is filed under, so
+    /// that the end of the body costs no clock read.
+    at: u64,
 }
 
 impl<S> std::fmt::Debug for Recorder<S> {
@@ -105,11 +108,13 @@ impl<S> Recorder<S> {
         pool: Arc<Pool<S>>,
         endpoint: Arc<EndpointState<S>>,
         penalized: bool,
+        at: u64,
     ) -> Self {
         Self {
             pool,
             endpoint,
             penalized,
+            at,
         }
     }
 }
@@ -119,13 +124,12 @@ impl<S> OnClass for Recorder<S> {
         let failed = class.is_failure() && class != Class::Failure(FailureReason::Cancelled);
         if failed && !self.penalized {
             // A failure only the trailers revealed (gRPC): now it weighs on the estimate too.
-            let now = self.pool.now();
             self.endpoint.ewma.sample(
                 self.pool.config.failure_penalty,
-                now,
+                self.at,
                 self.pool.config.decay,
             );
         }
-        self.pool.on_outcome(&self.endpoint, class);
+        self.pool.on_outcome(&self.endpoint, class, self.at);
     }
 }

@@ -13,22 +13,39 @@ pub(crate) struct PeakEwma {
     estimate: AtomicU64,
     /// When the estimate was last updated.
     stamp: AtomicU64,
+    /// Whether a real sample arrived yet: the first one replaces the default outright, which
+    /// is a guess, not a measurement to average with.
+    measured: std::sync::atomic::AtomicBool,
 }
 
 fn decay(elapsed_ns: u64, tau: Duration) -> f64 {
-    let tau = tau.as_nanos().max(1) as f64;
-    (-(elapsed_ns as f64) / tau).exp()
+    // Seconds as f64 rather than `as_nanos() as f64`: converting a u128 is a slow library call.
+    let x = elapsed_ns as f64 / (tau.as_secs_f64() * 1e9).max(1.0);
+    // Between requests x is tiny; 1 - x + x²/2 is then exact to 1e-12 and much cheaper than
+    // `exp`, which is paid on every load read.
+    if x < 1e-4 {
+        1.0 - x + 0.5 * x * x
+    } else {
+        (-x).exp()
+    }
 }
 
 impl PeakEwma {
     pub(crate) fn new(initial: Duration, now_ns: u64) -> Self {
         Self {
-            estimate: AtomicU64::new((initial.as_nanos() as f64).to_bits()),
+            estimate: AtomicU64::new((initial.as_secs_f64() * 1e9).to_bits()),
             stamp: AtomicU64::new(now_ns),
+            measured: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
-    /// The estimate now, in nanoseconds.
+    /// The estimate now, in nanoseconds, or `None` before the first sample.
+    #[inline]
+    pub(crate) fn measured(&self, now_ns: u64, tau: Duration) -> Option<f64> {
+        self.measured.load(Relaxed).then(|| self.get(now_ns, tau))
+    }
+
+    /// The estimate now, in nanoseconds (the default until measured).
     #[inline]
     pub(crate) fn get(&self, now_ns: u64, tau: Duration) -> f64 {
         let estimate = f64::from_bits(self.estimate.load(Relaxed));
@@ -38,26 +55,25 @@ impl PeakEwma {
 
     /// Folds in a sample.
     pub(crate) fn sample(&self, rtt: Duration, now_ns: u64, tau: Duration) {
-        let rtt = rtt.as_nanos() as f64;
-        let mut current = self.estimate.load(Relaxed);
-        loop {
-            let elapsed = now_ns.saturating_sub(self.stamp.load(Relaxed));
-            let estimate = f64::from_bits(current);
-            let next = if rtt > estimate {
+        let rtt = rtt.as_secs_f64() * 1e9;
+        // Plain loads and stores, no read-modify-write: two samples racing on one endpoint may
+        // lose one of them, which an average over many does not notice, and the hot path
+        // takes no exclusive cache-line ownership beyond the store.
+        let next = if !self.measured.load(Relaxed) {
+            self.measured.store(true, Relaxed);
+            rtt
+        } else {
+            let estimate = f64::from_bits(self.estimate.load(Relaxed));
+            if rtt > estimate {
                 rtt
             } else {
+                let elapsed = now_ns.saturating_sub(self.stamp.load(Relaxed));
                 let w = decay(elapsed, tau);
                 estimate * w + rtt * (1.0 - w)
-            };
-            match self
-                .estimate
-                .compare_exchange_weak(current, next.to_bits(), Relaxed, Relaxed)
-            {
-                Ok(_) => break,
-                Err(seen) => current = seen,
             }
-        }
-        self.stamp.fetch_max(now_ns, Relaxed);
+        };
+        self.estimate.store(next.to_bits(), Relaxed);
+        self.stamp.store(now_ns, Relaxed);
     }
 }
 
@@ -71,6 +87,9 @@ mod tests {
     #[test]
     fn slower_samples_win_at_once_and_faster_ones_slowly() {
         let e = PeakEwma::new(Duration::from_millis(30), 0);
+        // The first measurement replaces the default, even a faster one.
+        e.sample(Duration::from_millis(2), 0, TAU);
+        assert_eq!(e.get(0, TAU), 2.0 * MS as f64);
         e.sample(Duration::from_millis(100), 0, TAU);
         assert_eq!(e.get(0, TAU), 100.0 * MS as f64);
         // One second later, a 10 ms sample pulls it down by about 1 - e^(-0.1) of the gap.

@@ -12,7 +12,7 @@ use http_body::Body;
 use mesh_core::BoxError;
 use mesh_core::classify::{ClassifiedBody, ClassifyEos, ClassifyResponse};
 use mesh_core::error::{Unavailable, UnavailableError};
-use pin_project::pin_project;
+use pin_project::{pin_project, pinned_drop};
 use tokio::time::Sleep;
 use tower::Service;
 
@@ -53,7 +53,11 @@ enum State<S, B, F> {
 }
 
 /// The response future of [`Balance`](crate::Balance).
-#[pin_project]
+///
+/// Dropped while its request is in flight (the caller's deadline passed), it still records the
+/// time waited as a latency sample: the true latency is at least that, and an endpoint that
+/// stalls must look slow even though it never answered.
+#[pin_project(PinnedDrop)]
 pub struct ResponseFuture<S, B, R>
 where
     S: Service<Request<B>>,
@@ -89,6 +93,25 @@ where
     }
 }
 
+/// Sends `req` to the ready `service` of `endpoint`, counting it outstanding from `start`.
+fn call<S, B>(
+    endpoint: Arc<EndpointState<S>>,
+    service: &mut S,
+    req: Request<B>,
+    start: u64,
+) -> State<S, B, S::Future>
+where
+    S: Service<Request<B>>,
+{
+    let guard = OutstandingGuard::new(Arc::clone(&endpoint));
+    State::Call {
+        call: service.call(req),
+        endpoint,
+        guard: Some(guard),
+        start,
+    }
+}
+
 fn penalized(latency: Duration, penalty: Duration) -> Duration {
     latency.max(penalty)
 }
@@ -107,15 +130,39 @@ where
         loop {
             match this.state.as_mut().project() {
                 StateProj::Pick { req, wait } => {
-                    if let Some(endpoint) = this.pool.pick() {
-                        let service = endpoint.service.clone();
-                        let req = req.take();
-                        this.state.set(State::Ready {
-                            endpoint,
-                            service,
-                            req,
-                        });
-                        continue;
+                    let now = this.pool.now();
+                    if let Some(endpoint) = this.pool.pick(now) {
+                        let mut service = endpoint.service.clone();
+                        // Usually ready at once: call straight away, without moving the
+                        // request through the `Ready` state.
+                        let readiness = service.poll_ready(cx);
+                        let Some(request) = req.take() else {
+                            this.state.set(State::Done);
+                            return Poll::Ready(Err("balance: request already sent".into()));
+                        };
+                        match readiness {
+                            Poll::Ready(Ok(())) => {
+                                this.state.set(call(endpoint, &mut service, request, now));
+                                continue;
+                            }
+                            Poll::Pending => {
+                                this.state.set(State::Ready {
+                                    endpoint,
+                                    service,
+                                    req: Some(request),
+                                });
+                                return Poll::Pending;
+                            }
+                            Poll::Ready(Err(err)) => {
+                                let err: BoxError = err.into();
+                                if let Some(classifier) = this.classifier.take() {
+                                    let class = classifier.classify_error(&*err);
+                                    this.pool.on_outcome(&endpoint, class, now);
+                                }
+                                this.state.set(State::Done);
+                                return Poll::Ready(Err(err));
+                            }
+                        }
                     }
                     let wait = wait.get_or_insert_with(|| Wait {
                         notified: notified(&this.pool.changed),
@@ -126,7 +173,7 @@ where
                         wait.notified = notified(&this.pool.changed);
                         continue;
                     }
-                    if this.pool.pick().is_some() {
+                    if this.pool.pick(this.pool.now()).is_some() {
                         continue;
                     }
                     ready!(wait.deadline.as_mut().poll(cx));
@@ -139,11 +186,16 @@ where
                     service,
                     req,
                 } => {
-                    if let Err(err) = ready!(service.poll_ready(cx)) {
+                    let readiness = service.poll_ready(cx);
+                    if readiness.is_pending() {
+                        return Poll::Pending;
+                    }
+                    let start = this.pool.now();
+                    if let Poll::Ready(Err(err)) = readiness {
                         let err: BoxError = err.into();
                         if let Some(classifier) = this.classifier.take() {
-                            this.pool
-                                .on_outcome(endpoint, classifier.classify_error(&*err));
+                            let class = classifier.classify_error(&*err);
+                            this.pool.on_outcome(endpoint, class, start);
                         }
                         this.state.set(State::Done);
                         return Poll::Ready(Err(err));
@@ -152,16 +204,9 @@ where
                         this.state.set(State::Done);
                         return Poll::Ready(Err("balance: request already sent".into()));
                     };
-                    let guard = OutstandingGuard::new(Arc::clone(endpoint));
-                    let call = service.call(req);
                     let endpoint = Arc::clone(endpoint);
-                    let start = this.pool.now();
-                    this.state.set(State::Call {
-                        endpoint,
-                        guard: Some(guard),
-                        start,
-                        call,
-                    });
+                    let next = call(endpoint, service, req, start);
+                    this.state.set(next);
                 }
                 StateProj::Call {
                     endpoint,
@@ -191,6 +236,7 @@ where
                                 Arc::clone(this.pool),
                                 Arc::clone(endpoint),
                                 failed_head,
+                                now,
                             );
                             let guard = guard.take();
                             Ok(rsp.map(|body| {
@@ -202,7 +248,7 @@ where
                             let sample = penalized(latency, config.failure_penalty);
                             endpoint.ewma.sample(sample, now, config.decay);
                             this.pool
-                                .on_outcome(endpoint, classifier.classify_error(&*err));
+                                .on_outcome(endpoint, classifier.classify_error(&*err), now);
                             Err(err)
                         }
                     };
@@ -213,6 +259,24 @@ where
                     return Poll::Ready(Err("balance: polled after completion".into()));
                 }
             }
+        }
+    }
+}
+
+#[pinned_drop]
+impl<S, B, R> PinnedDrop for ResponseFuture<S, B, R>
+where
+    S: Service<Request<B>>,
+{
+    fn drop(self: Pin<&mut Self>) {
+        let this = self.project();
+        if let StateProj::Call {
+            endpoint, start, ..
+        } = this.state.project()
+        {
+            let now = this.pool.now();
+            let waited = Duration::from_nanos(now.saturating_sub(*start));
+            endpoint.ewma.sample(waited, now, this.pool.config.decay);
         }
     }
 }

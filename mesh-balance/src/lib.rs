@@ -73,6 +73,6 @@ pub use self::balance::Balance;
 pub use self::body::{BalancedBody, Outstanding, Recorder};
 pub use self::config::{AccrualConfig, BalanceConfig, SuccessRatePolicy};
 pub use self::future::ResponseFuture;
-pub use self::random::{Random, SplitMix};
+pub use self::random::{Random, SplitMix, ThreadRandom};
 pub use self::snapshot::EndpointSnapshot;
 pub use self::state::EndpointStatus;

@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use arc_swap::ArcSwap;
@@ -18,6 +18,11 @@ use crate::state::{EndpointState, EndpointStatus, Transition};
 
 /// Random draws before falling back to a scan, when few endpoints are ready.
 const DRAWS: usize = 16;
+
+/// A pair's winner whose latency estimate is this many times the pool's median is an
+/// outlier, and another pair is drawn instead (up to `ROUNDS` pairs).
+const OUTLIER_FACTOR: f64 = 5.0;
+const ROUNDS: usize = 3;
 
 /// The endpoints in rotation, with their weighted-sampling table. Replaced whole (copy on
 /// write) when discovery changes the set; read on every pick without a lock.
@@ -43,6 +48,12 @@ impl<S> Members<S> {
     }
 }
 
+/// One discovery change, ready to apply.
+pub(crate) enum Update<S> {
+    Insert(Arc<EndpointState<S>>),
+    Remove(SocketAddr),
+}
+
 pub(crate) struct Pool<S> {
     pub(crate) config: BalanceConfig,
     epoch: Instant,
@@ -54,6 +65,9 @@ pub(crate) struct Pool<S> {
     pub(crate) random: Arc<dyn Random>,
     /// Signalled when an endpoint may have become pickable.
     pub(crate) changed: Arc<Notify>,
+    /// The median latency estimate of the ready members (ns, f64 bits), refreshed by the
+    /// driver a few times a second; 0 until known. Read on each pick, written off the hot path.
+    median: AtomicU64,
 }
 
 impl<S> Pool<S> {
@@ -66,6 +80,7 @@ impl<S> Pool<S> {
             ejected: AtomicUsize::new(0),
             random,
             changed: Arc::new(Notify::new()),
+            median: AtomicU64::new(0),
         }
     }
 
@@ -78,42 +93,70 @@ impl<S> Pool<S> {
     /// Power of two choices: two distinct ready endpoints drawn by weight, the one with the
     /// lower load wins (ties go to the first drawn, so with equal loads the traffic share is
     /// the weight share). An ejected endpoint due for its probe is claimed when drawn.
-    pub(crate) fn pick(&self) -> Option<Arc<EndpointState<S>>> {
+    ///
+    /// Outliers: when both of a pair are bad (a stalling endpoint drawn with a slow one), plain
+    /// P2C must send to one of them, about 2/n of the traffic for two bad endpoints in n. So a
+    /// winner whose latency estimate is over five times the pool's median is set aside and
+    /// another pair drawn, up to three pairs; the best winner seen is used if all are outliers.
+    pub(crate) fn pick(&self, now: u64) -> Option<Arc<EndpointState<S>>> {
         let members = self.members.load();
         let list = &members.list;
         if list.is_empty() {
             return None;
         }
-        let now = self.now();
         let tau = self.config.decay;
-        let mut first: Option<usize> = None;
-        for _ in 0..DRAWS {
-            let Some(i) = members.table.draw(&*self.random) else {
-                break;
-            };
-            let candidate = &list[i];
-            if !candidate.is_ready() {
-                if candidate.try_claim_probe(now) {
-                    return Some(Arc::clone(candidate));
+        let median = f64::from_bits(self.median.load(Relaxed));
+        let mut best: Option<(f64, usize)> = None;
+        let mut draws = 0;
+        for _ in 0..ROUNDS {
+            let mut first: Option<usize> = None;
+            let mut winner = None;
+            let mut winner_cost = None;
+            while draws < DRAWS {
+                draws += 1;
+                let Some(i) = members.table.draw(&*self.random) else {
+                    break;
+                };
+                let candidate = &list[i];
+                if !candidate.is_ready() {
+                    if candidate.try_claim_probe(now) {
+                        return Some(Arc::clone(candidate));
+                    }
+                    continue;
                 }
-                continue;
+                match first {
+                    None => first = Some(i),
+                    Some(f) if f == i => {}
+                    Some(f) => {
+                        // An endpoint not measured yet is assumed to cost what its rival does,
+                        // so it takes its share at once (by outstanding requests) instead of
+                        // starving behind a default that measured endpoints beat.
+                        let a = &list[f];
+                        let (ea, eb) =
+                            (a.ewma.measured(now, tau), candidate.ewma.measured(now, tau));
+                        let default = self.config.default_rtt.as_secs_f64() * 1e9;
+                        let ca = ea.or(eb).unwrap_or(default);
+                        let cb = eb.or(ea).unwrap_or(default);
+                        let b_wins = candidate.load_at(cb) < a.load_at(ca);
+                        winner = Some(if b_wins { i } else { f });
+                        winner_cost = if b_wins { eb } else { ea };
+                        break;
+                    }
+                }
             }
-            match first {
-                None => first = Some(i),
-                Some(f) if f == i => {}
-                Some(f) => {
-                    let a = &list[f];
-                    let winner = if candidate.load(now, tau) < a.load(now, tau) {
-                        candidate
-                    } else {
-                        a
-                    };
-                    return Some(Arc::clone(winner));
-                }
+            let Some(w) = winner.or(first) else { break };
+            let Some(estimate) = winner_cost.or_else(|| list[w].ewma.measured(now, tau)) else {
+                return Some(Arc::clone(&list[w]));
+            };
+            if median <= 0.0 || estimate <= OUTLIER_FACTOR * median || winner.is_none() {
+                return Some(Arc::clone(&list[w]));
+            }
+            if best.is_none_or(|(e, _)| estimate < e) {
+                best = Some((estimate, w));
             }
         }
-        if let Some(f) = first {
-            return Some(Arc::clone(&list[f]));
+        if let Some((_, w)) = best {
+            return Some(Arc::clone(&list[w]));
         }
         // Few endpoints are ready: look at each once, from a random start.
         let start = self.random.below(list.len());
@@ -124,12 +167,35 @@ impl<S> Pool<S> {
             .map(Arc::clone)
     }
 
+    /// Recomputes the median latency estimate of the ready members (the driver calls this a
+    /// few times a second; O(n)).
+    pub(crate) fn refresh_median(&self) {
+        let now = self.now();
+        let members = self.members.load();
+        let mut estimates: Vec<f64> = members
+            .list
+            .iter()
+            .filter(|e| e.is_ready())
+            .filter_map(|e| e.ewma.measured(now, self.config.decay))
+            .collect();
+        let median = if estimates.len() < 3 {
+            // Too few to call anything an outlier.
+            0.0
+        } else {
+            let mid = estimates.len() / 2;
+            *estimates
+                .select_nth_unstable_by(mid, |a, b| a.total_cmp(b))
+                .1
+        };
+        self.median.store(median.to_bits(), Relaxed);
+    }
+
     /// Applies one request's outcome to its endpoint: accrual, ejection under the cap,
     /// readmission.
-    pub(crate) fn on_outcome(&self, endpoint: &EndpointState<S>, class: Class) {
-        let now = self.now();
-        let jitter = (self.random.next_u64() >> 11) as f64 / (1u64 << 53) as f64;
-        match endpoint.on_outcome(class, now, &self.config, jitter) {
+    /// `now` is a recent reading of the pool's clock (accrual windows and backoffs are coarse;
+    /// the caller's last reading will do, which saves reading the clock again).
+    pub(crate) fn on_outcome(&self, endpoint: &EndpointState<S>, class: Class, now: u64) {
+        match endpoint.on_outcome(class, now, &self.config, &*self.random) {
             Transition::None | Transition::Reejected => {}
             Transition::Readmitted => {
                 self.ejected.fetch_sub(1, Relaxed);
@@ -142,7 +208,7 @@ impl<S> Pool<S> {
                     .ejected
                     .fetch_update(Relaxed, Relaxed, |n| (n < cap).then_some(n + 1))
                     .is_ok();
-                if reserved && !endpoint.eject(now, &self.config, jitter) {
+                if reserved && !endpoint.eject(now, &self.config, &*self.random) {
                     self.ejected.fetch_sub(1, Relaxed);
                 }
                 if reserved {
@@ -152,30 +218,42 @@ impl<S> Pool<S> {
         }
     }
 
-    /// Adds (or replaces) an endpoint.
-    pub(crate) fn insert(&self, state: Arc<EndpointState<S>>) {
+    /// Applies a batch of discovery changes with one copy of the member list, so that a
+    /// source reporting thousands of endpoints at once costs O(n), not O(n²).
+    pub(crate) fn apply(&self, changes: Vec<Update<S>>) {
+        if changes.is_empty() {
+            return;
+        }
         let current = self.members.load();
         let mut list = current.list.clone();
-        match current.by_addr.get(&state.endpoint.addr) {
-            Some(&i) => {
-                let old = std::mem::replace(&mut list[i], state);
-                self.retire(old);
+        let mut index = current.by_addr.clone();
+        let mut retired = Vec::new();
+        for change in changes {
+            match change {
+                Update::Insert(state) => match index.get(&state.endpoint.addr) {
+                    Some(&i) => retired.push(std::mem::replace(&mut list[i], state)),
+                    None => {
+                        index.insert(state.endpoint.addr, list.len());
+                        list.push(state);
+                    }
+                },
+                Update::Remove(addr) => {
+                    if let Some(i) = index.remove(&addr) {
+                        let old = list.swap_remove(i);
+                        if let Some(moved) = list.get(i) {
+                            index.insert(moved.endpoint.addr, i);
+                        }
+                        retired.push(old);
+                    }
+                }
             }
-            None => list.push(state),
         }
         self.members.store(Arc::new(Members::new(list)));
-    }
-
-    /// Removes an endpoint from rotation; its in-flight requests finish.
-    pub(crate) fn remove(&self, addr: &SocketAddr) {
-        let current = self.members.load();
-        let Some(&i) = current.by_addr.get(addr) else {
-            return;
-        };
-        let mut list = current.list.clone();
-        let old = list.swap_remove(i);
-        self.members.store(Arc::new(Members::new(list)));
-        self.retire(old);
+        for old in retired {
+            self.retire(old);
+        }
+        // An endpoint may have become ready before it was published here.
+        self.changed.notify_waiters();
     }
 
     fn retire(&self, old: Arc<EndpointState<S>>) {
@@ -208,5 +286,39 @@ impl<S> Pool<S> {
             .chain(draining.iter())
             .map(|e| EndpointSnapshot::of(e, now, &self.config))
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::random::SplitMix;
+    use mesh_core::Endpoint;
+
+    #[tokio::test(start_paused = true)]
+    async fn the_lower_load_wins() {
+        let pool = Pool::<()>::new(BalanceConfig::default(), Arc::new(SplitMix::seeded(3)));
+        for i in 0..10u16 {
+            let e = Endpoint::new(SocketAddr::from(([127, 0, 0, 1], i)));
+            let state = Arc::new(EndpointState::new(e, (), &pool.config, pool.now()));
+            state.mark_ready();
+            let rtt = if i == 9 { 20 } else { 1 };
+            state
+                .ewma
+                .sample(Duration::from_millis(rtt), pool.now(), pool.config.decay);
+            pool.apply(vec![Update::Insert(state)]);
+        }
+        let mut slow = 0;
+        for _ in 0..10_000 {
+            if pool
+                .pick(pool.now())
+                .is_some_and(|e| e.endpoint.addr.port() == 9)
+            {
+                slow += 1;
+            }
+        }
+        assert_eq!(slow, 0);
     }
 }

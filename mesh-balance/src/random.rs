@@ -43,3 +43,29 @@ impl Random for SplitMix {
         z ^ (z >> 31)
     }
 }
+
+/// xorshift64* in a thread-local: no shared state at all, so picks on many threads do not
+/// contend. The default source; seeded per thread from the process's hash randomness.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ThreadRandom;
+
+thread_local! {
+    static STATE: std::cell::Cell<u64> = std::cell::Cell::new({
+        use std::hash::{BuildHasher, RandomState};
+        RandomState::new().hash_one(std::thread::current().id()) | 1
+    });
+}
+
+impl Random for ThreadRandom {
+    #[inline]
+    fn next_u64(&self) -> u64 {
+        STATE.with(|state| {
+            let mut x = state.get();
+            x ^= x >> 12;
+            x ^= x << 25;
+            x ^= x >> 27;
+            state.set(x);
+            x.wrapping_mul(0x2545_f491_4f6c_dd1d)
+        })
+    }
+}

@@ -2,12 +2,12 @@
 //! so picks and outcomes on many threads never take a lock.
 
 use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering::Relaxed};
-use std::time::Duration;
 
 use mesh_core::{Class, Endpoint, FailureReason};
 
 use crate::config::BalanceConfig;
 use crate::ewma::PeakEwma;
+use crate::random::Random;
 
 /// Where an endpoint stands.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -105,10 +105,11 @@ impl<S> EndpointState<S> {
         status(self.status.swap(DRAINING, Relaxed))
     }
 
-    /// Load for power of two choices: latency estimate times (outstanding + 1).
+    /// Load for power of two choices: latency estimate times (outstanding + 1), with `cost`
+    /// standing in for the estimate.
     #[inline]
-    pub(crate) fn load(&self, now: u64, tau: Duration) -> f64 {
-        self.ewma.get(now, tau) * (self.outstanding.load(Relaxed) + 1) as f64
+    pub(crate) fn load_at(&self, cost: f64) -> f64 {
+        cost * (self.outstanding.load(Relaxed) + 1) as f64
     }
 
     /// If ejected and due for a probe, claims the single probe.
@@ -122,18 +123,19 @@ impl<S> EndpointState<S> {
     }
 
     /// Ejects (the pool has checked its cap): no traffic until `now + backoff`.
-    pub(crate) fn eject(&self, now: u64, config: &BalanceConfig, jitter: f64) -> bool {
+    pub(crate) fn eject(&self, now: u64, config: &BalanceConfig, random: &dyn Random) -> bool {
         let ejected = self
             .status
             .compare_exchange(READY, EJECTED, Relaxed, Relaxed)
             .is_ok();
         if ejected {
-            self.schedule_probe(now, config, jitter);
+            self.schedule_probe(now, config, random);
         }
         ejected
     }
 
-    fn schedule_probe(&self, now: u64, config: &BalanceConfig, jitter: f64) {
+    fn schedule_probe(&self, now: u64, config: &BalanceConfig, random: &dyn Random) {
+        let jitter = (random.next_u64() >> 11) as f64 / (1u64 << 53) as f64;
         let n = self.ejections.fetch_add(1, Relaxed).min(20);
         let base = config.accrual.backoff.as_nanos() as f64 * f64::from(1u32 << n.min(16));
         let wait = base.min(config.accrual.max_backoff.as_nanos() as f64) * (1.0 + 0.5 * jitter);
@@ -155,7 +157,7 @@ impl<S> EndpointState<S> {
         class: Class,
         now: u64,
         config: &BalanceConfig,
-        jitter: f64,
+        random: &dyn Random,
     ) -> Transition {
         // A caller hanging up says nothing about the endpoint.
         if class == Class::Failure(FailureReason::Cancelled) {
@@ -175,7 +177,7 @@ impl<S> EndpointState<S> {
                     .compare_exchange(PROBING, EJECTED, Relaxed, Relaxed)
                     .is_ok()
                 {
-                    self.schedule_probe(now, config, jitter);
+                    self.schedule_probe(now, config, random);
                 }
                 return Transition::Reejected;
             }
@@ -198,8 +200,13 @@ impl<S> EndpointState<S> {
             self.reset_window(now);
         }
         if !failed {
-            self.consecutive_failures.store(0, Relaxed);
-            self.window_successes.fetch_add(1, Relaxed);
+            // Written only when it changes: the common success path leaves the line shared.
+            if self.consecutive_failures.load(Relaxed) != 0 {
+                self.consecutive_failures.store(0, Relaxed);
+            }
+            if accrual.success_rate.is_some() {
+                self.window_successes.fetch_add(1, Relaxed);
+            }
             return Transition::None;
         }
         let consecutive = self.consecutive_failures.fetch_add(1, Relaxed) + 1;

@@ -48,6 +48,13 @@ where
 fn pick(c: &mut Criterion) {
     let rt = runtime();
     let mut group = c.benchmark_group("balance_request");
+    // The endpoint service called directly: what every balancer below adds to.
+    group.bench_function("direct_no_balancer", |b| {
+        b.to_async(&rt).iter_custom(|iters| {
+            let mut svc = endpoint_service();
+            async move { requests(&mut svc, iters).await }
+        })
+    });
     for n in [10usize, 100, 1_000, 10_000] {
         let endpoints: Vec<Endpoint> = (0..n)
             .map(|i| {

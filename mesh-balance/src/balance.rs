@@ -168,13 +168,10 @@ where
                     let state = Arc::new(EndpointState::new(
                         endpoint,
                         service,
-                        &pool.config,
+                        Arc::clone(&pool.core),
                         pool.now(),
                     ));
-                    tokio::spawn(make_ready::<S, B>(
-                        Arc::clone(&pool.changed),
-                        Arc::clone(&state),
-                    ));
+                    tokio::spawn(make_ready::<S, B>(Arc::clone(&state)));
                     batch.push(Update::Insert(state));
                 }
                 Some(Ok(Change::Remove(addr))) => batch.push(Update::Remove(addr)),
@@ -201,7 +198,7 @@ where
 
 /// Drives a new endpoint's service to readiness, retrying with backoff, then puts it in
 /// rotation.
-async fn make_ready<S, B>(changed: Arc<tokio::sync::Notify>, state: Arc<EndpointState<S>>)
+async fn make_ready<S, B>(state: Arc<EndpointState<S>>)
 where
     S: Service<Request<B>> + Clone,
     S::Error: Into<BoxError>,
@@ -217,7 +214,7 @@ where
         match ready {
             Ok(()) => {
                 state.mark_ready();
-                changed.notify_waiters();
+                state.core.changed.notify_waiters();
                 return;
             }
             Err(err) => {
@@ -251,8 +248,10 @@ where
         Poll::Ready(Ok(()))
     }
 
+    /// Picks the endpoint right away (no reference to the pool is then kept by the
+    /// request); only when none is ready does the future keep one, to wait.
     fn call(&mut self, req: Request<B>) -> Self::Future {
         let classifier = self.classify.classify_request(&req);
-        ResponseFuture::new(Arc::clone(&self.pool), req, classifier)
+        ResponseFuture::new(&self.pool, req, classifier)
     }
 }

@@ -11,7 +11,6 @@ use mesh_core::classify::{ClassifiedBody, OnClass};
 use mesh_core::{Class, FailureReason};
 use pin_project::pin_project;
 
-use crate::pool::Pool;
 use crate::state::EndpointState;
 
 /// The body of a response from the balancer.
@@ -86,7 +85,6 @@ impl<B: Body, S> Body for Outstanding<B, S> {
 
 /// Hands a request's outcome to its endpoint's failure accrual and latency estimate.
 pub struct Recorder<S> {
-    pool: Arc<Pool<S>>,
     endpoint: Arc<EndpointState<S>>,
     /// The latency sample was already a failure penalty (decided from the head).
     penalized: bool,
@@ -104,14 +102,8 @@ impl<S> std::fmt::Debug for Recorder<S> {
 }
 
 impl<S> Recorder<S> {
-    pub(crate) fn new(
-        pool: Arc<Pool<S>>,
-        endpoint: Arc<EndpointState<S>>,
-        penalized: bool,
-        at: u64,
-    ) -> Self {
+    pub(crate) fn new(endpoint: Arc<EndpointState<S>>, penalized: bool, at: u64) -> Self {
         Self {
-            pool,
             endpoint,
             penalized,
             at,
@@ -124,12 +116,13 @@ impl<S> OnClass for Recorder<S> {
         let failed = class.is_failure() && class != Class::Failure(FailureReason::Cancelled);
         if failed && !self.penalized {
             // A failure only the trailers revealed (gRPC): now it weighs on the estimate too.
-            self.endpoint.ewma.sample(
-                self.pool.config.failure_penalty,
-                self.at,
-                self.pool.config.decay,
-            );
+            let config = &self.endpoint.core.config;
+            self.endpoint
+                .ewma
+                .sample(config.failure_penalty, self.at, config.decay);
         }
-        self.pool.on_outcome(&self.endpoint, class, self.at);
+        self.endpoint
+            .core
+            .on_outcome(&self.endpoint, class, self.at);
     }
 }

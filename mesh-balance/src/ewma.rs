@@ -103,3 +103,26 @@ mod tests {
         assert!(e.get(60_000 * MS, TAU) < 1.0 * MS as f64);
     }
 }
+
+#[cfg(test)]
+mod decay_tests {
+    use super::*;
+
+    #[test]
+    fn the_polynomial_matches_exp_where_it_is_used() {
+        let tau = Duration::from_secs(10);
+        for ns in [
+            0u64,
+            1,
+            1_000,
+            1_000_000,
+            50_000_000,
+            99_999_999,
+            100_000_000,
+            5_000_000_000,
+        ] {
+            let exact = (-(ns as f64) / 1e10).exp();
+            assert!((decay(ns, tau) - exact).abs() < 1e-9, "{ns}");
+        }
+    }
+}

@@ -1,7 +1,8 @@
-//! The response future of the balancer: pick (waiting a bounded time for a ready endpoint),
-//! drive the endpoint's service to readiness, call it, and measure the answer.
+//! The response future of the balancer: (wait a bounded time for a ready endpoint,) drive the
+//! picked endpoint's service to readiness, call it, and measure the answer.
 
 use std::future::Future;
+use std::marker::PhantomData;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
@@ -33,23 +34,29 @@ fn notified(notify: &Arc<tokio::sync::Notify>) -> Pin<Box<dyn Future<Output = ()
 
 #[pin_project(project = StateProj)]
 enum State<S, B, F> {
-    Pick {
-        req: Option<Request<B>>,
+    /// Nothing was ready when the request came: wait for a change, up to the bound.
+    Wait {
+        pool: Arc<Pool<S>>,
         wait: Option<Wait>,
     },
+    /// Picked; the endpoint's service is to be made ready and called.
+    Picked {
+        endpoint: Option<Arc<EndpointState<S>>>,
+        picked_at: u64,
+    },
+    /// The endpoint's service was not ready at once.
     Ready {
-        endpoint: Arc<EndpointState<S>>,
+        endpoint: Option<Arc<EndpointState<S>>>,
         service: S,
-        req: Option<Request<B>>,
     },
     Call {
-        endpoint: Arc<EndpointState<S>>,
+        endpoint: Option<Arc<EndpointState<S>>>,
         guard: Option<OutstandingGuard<S>>,
         start: u64,
         #[pin]
         call: F,
     },
-    Done,
+    Done(std::marker::PhantomData<fn(B)>),
 }
 
 /// The response future of [`Balance`](crate::Balance).
@@ -62,8 +69,9 @@ pub struct ResponseFuture<S, B, R>
 where
     S: Service<Request<B>>,
 {
-    pool: Arc<Pool<S>>,
     classifier: Option<R>,
+    /// Kept outside the state, so that moving from state to state never copies it.
+    req: Option<Request<B>>,
     #[pin]
     state: State<S, B, S::Future>,
 }
@@ -81,14 +89,23 @@ impl<S, B, R> ResponseFuture<S, B, R>
 where
     S: Service<Request<B>>,
 {
-    pub(crate) fn new(pool: Arc<Pool<S>>, req: Request<B>, classifier: R) -> Self {
-        Self {
-            pool,
-            classifier: Some(classifier),
-            state: State::Pick {
-                req: Some(req),
+    /// Picks at once; keeps the pool only if it has to wait.
+    pub(crate) fn new(pool: &Arc<Pool<S>>, req: Request<B>, classifier: R) -> Self {
+        let now = pool.now();
+        let state = match pool.pick(now) {
+            Some(endpoint) => State::Picked {
+                endpoint: Some(endpoint),
+                picked_at: now,
+            },
+            None => State::Wait {
+                pool: Arc::clone(pool),
                 wait: None,
             },
+        };
+        Self {
+            classifier: Some(classifier),
+            req: Some(req),
+            state,
         }
     }
 }
@@ -106,14 +123,16 @@ where
     let guard = OutstandingGuard::new(Arc::clone(&endpoint));
     State::Call {
         call: service.call(req),
-        endpoint,
+        endpoint: Some(endpoint),
         guard: Some(guard),
         start,
     }
 }
 
-fn penalized(latency: Duration, penalty: Duration) -> Duration {
-    latency.max(penalty)
+fn already_done<T>() -> Poll<Result<T, BoxError>> {
+    Poll::Ready(Err(
+        "balance: response future polled after completion".into()
+    ))
 }
 
 impl<S, B, R, ResB> Future for ResponseFuture<S, B, R>
@@ -129,83 +148,87 @@ where
         let mut this = self.project();
         loop {
             match this.state.as_mut().project() {
-                StateProj::Pick { req, wait } => {
-                    let now = this.pool.now();
-                    if let Some(endpoint) = this.pool.pick(now) {
-                        let mut service = endpoint.service.clone();
-                        // Usually ready at once: call straight away, without moving the
-                        // request through the `Ready` state.
-                        let readiness = service.poll_ready(cx);
-                        let Some(request) = req.take() else {
-                            this.state.set(State::Done);
-                            return Poll::Ready(Err("balance: request already sent".into()));
-                        };
-                        match readiness {
-                            Poll::Ready(Ok(())) => {
-                                this.state.set(call(endpoint, &mut service, request, now));
-                                continue;
-                            }
-                            Poll::Pending => {
-                                this.state.set(State::Ready {
-                                    endpoint,
-                                    service,
-                                    req: Some(request),
-                                });
-                                return Poll::Pending;
-                            }
-                            Poll::Ready(Err(err)) => {
-                                let err: BoxError = err.into();
-                                if let Some(classifier) = this.classifier.take() {
-                                    let class = classifier.classify_error(&*err);
-                                    this.pool.on_outcome(&endpoint, class, now);
-                                }
-                                this.state.set(State::Done);
-                                return Poll::Ready(Err(err));
-                            }
-                        }
+                StateProj::Wait { pool, wait } => {
+                    let now = pool.now();
+                    if let Some(endpoint) = pool.pick(now) {
+                        this.state.set(State::Picked {
+                            endpoint: Some(endpoint),
+                            picked_at: now,
+                        });
+                        continue;
                     }
+                    let core = &pool.core;
                     let wait = wait.get_or_insert_with(|| Wait {
-                        notified: notified(&this.pool.changed),
-                        deadline: Box::pin(tokio::time::sleep(this.pool.config.ready_timeout)),
+                        notified: notified(&core.changed),
+                        deadline: Box::pin(tokio::time::sleep(core.config.ready_timeout)),
                     });
                     // Registered for a change first, then one more look: no change is missed.
                     if wait.notified.as_mut().poll(cx).is_ready() {
-                        wait.notified = notified(&this.pool.changed);
+                        wait.notified = notified(&core.changed);
                         continue;
                     }
-                    if this.pool.pick(this.pool.now()).is_some() {
+                    if pool.pick(pool.now()).is_some() {
                         continue;
                     }
                     ready!(wait.deadline.as_mut().poll(cx));
-                    this.state.set(State::Done);
+                    this.state.set(State::Done(PhantomData));
                     let err = UnavailableError::new(Unavailable::NoReadyEndpoint);
                     return Poll::Ready(Err(err.into()));
                 }
-                StateProj::Ready {
+                StateProj::Picked {
                     endpoint,
-                    service,
-                    req,
+                    picked_at,
                 } => {
-                    let readiness = service.poll_ready(cx);
-                    if readiness.is_pending() {
-                        return Poll::Pending;
+                    let Some(endpoint) = endpoint.take() else {
+                        this.state.set(State::Done(PhantomData));
+                        return already_done();
+                    };
+                    let mut service = endpoint.service.clone();
+                    // Usually ready at once: then the call starts at the pick.
+                    match service.poll_ready(cx) {
+                        Poll::Ready(Ok(())) => {
+                            let Some(request) = this.req.take() else {
+                                this.state.set(State::Done(PhantomData));
+                                return already_done();
+                            };
+                            let next = call(endpoint, &mut service, request, *picked_at);
+                            this.state.set(next);
+                        }
+                        Poll::Pending => {
+                            this.state.set(State::Ready {
+                                endpoint: Some(endpoint),
+                                service,
+                            });
+                            return Poll::Pending;
+                        }
+                        Poll::Ready(Err(err)) => {
+                            let err: BoxError = err.into();
+                            if let Some(classifier) = this.classifier.take() {
+                                let class = classifier.classify_error(&*err);
+                                endpoint.core.on_outcome(&endpoint, class, *picked_at);
+                            }
+                            this.state.set(State::Done(PhantomData));
+                            return Poll::Ready(Err(err));
+                        }
                     }
-                    let start = this.pool.now();
-                    if let Poll::Ready(Err(err)) = readiness {
+                }
+                StateProj::Ready { endpoint, service } => {
+                    let readiness = ready!(service.poll_ready(cx));
+                    let (Some(endpoint), Some(request)) = (endpoint.take(), this.req.take()) else {
+                        this.state.set(State::Done(PhantomData));
+                        return already_done();
+                    };
+                    let start = endpoint.core.now();
+                    if let Err(err) = readiness {
                         let err: BoxError = err.into();
                         if let Some(classifier) = this.classifier.take() {
                             let class = classifier.classify_error(&*err);
-                            this.pool.on_outcome(endpoint, class, start);
+                            endpoint.core.on_outcome(&endpoint, class, start);
                         }
-                        this.state.set(State::Done);
+                        this.state.set(State::Done(PhantomData));
                         return Poll::Ready(Err(err));
                     }
-                    let Some(req) = req.take() else {
-                        this.state.set(State::Done);
-                        return Poll::Ready(Err("balance: request already sent".into()));
-                    };
-                    let endpoint = Arc::clone(endpoint);
-                    let next = call(endpoint, service, req, start);
+                    let next = call(endpoint, service, request, start);
                     this.state.set(next);
                 }
                 StateProj::Call {
@@ -215,49 +238,47 @@ where
                     call,
                 } => {
                     let result = ready!(call.poll(cx));
-                    let now = this.pool.now();
-                    let latency = Duration::from_nanos(now.saturating_sub(*start));
-                    let config = &this.pool.config;
-                    let Some(classifier) = this.classifier.take() else {
-                        this.state.set(State::Done);
-                        return Poll::Ready(Err("balance: polled after completion".into()));
+                    let (Some(endpoint), Some(classifier)) =
+                        (endpoint.take(), this.classifier.take())
+                    else {
+                        this.state.set(State::Done(PhantomData));
+                        return already_done();
                     };
+                    let core = &endpoint.core;
+                    let now = core.now();
+                    let latency = Duration::from_nanos(now.saturating_sub(*start));
+                    let config = &core.config;
                     let outcome = match result {
                         Ok(rsp) => {
                             let eos = classifier.classify_response(&rsp);
                             let failed_head = eos.classify_head().is_some_and(|c| c.is_failure());
                             let sample = if failed_head {
-                                penalized(latency, config.failure_penalty)
+                                latency.max(config.failure_penalty)
                             } else {
                                 latency
                             };
                             endpoint.ewma.sample(sample, now, config.decay);
-                            let recorder = Recorder::new(
-                                Arc::clone(this.pool),
-                                Arc::clone(endpoint),
-                                failed_head,
-                                now,
-                            );
                             let guard = guard.take();
+                            let recorder = Recorder::new(endpoint, failed_head, now);
                             Ok(rsp.map(|body| {
                                 ClassifiedBody::new(Outstanding::new(body, guard), eos, recorder)
                             }))
                         }
                         Err(err) => {
                             let err: BoxError = err.into();
-                            let sample = penalized(latency, config.failure_penalty);
-                            endpoint.ewma.sample(sample, now, config.decay);
-                            this.pool
-                                .on_outcome(endpoint, classifier.classify_error(&*err), now);
+                            endpoint.ewma.sample(
+                                latency.max(config.failure_penalty),
+                                now,
+                                config.decay,
+                            );
+                            core.on_outcome(&endpoint, classifier.classify_error(&*err), now);
                             Err(err)
                         }
                     };
-                    this.state.set(State::Done);
+                    this.state.set(State::Done(PhantomData));
                     return Poll::Ready(outcome);
                 }
-                StateProj::Done => {
-                    return Poll::Ready(Err("balance: polled after completion".into()));
-                }
+                StateProj::Done(_) => return already_done(),
             }
         }
     }
@@ -269,14 +290,17 @@ where
     S: Service<Request<B>>,
 {
     fn drop(self: Pin<&mut Self>) {
-        let this = self.project();
         if let StateProj::Call {
-            endpoint, start, ..
-        } = this.state.project()
+            endpoint: Some(endpoint),
+            start,
+            ..
+        } = self.project().state.project()
         {
-            let now = this.pool.now();
+            let now = endpoint.core.now();
             let waited = Duration::from_nanos(now.saturating_sub(*start));
-            endpoint.ewma.sample(waited, now, this.pool.config.decay);
+            endpoint
+                .ewma
+                .sample(waited, now, endpoint.core.config.decay);
         }
     }
 }

@@ -54,14 +54,15 @@ pub(crate) enum Update<S> {
     Remove(SocketAddr),
 }
 
-pub(crate) struct Pool<S> {
+/// What every endpoint of a pool shares: settings, clock, accrual bookkeeping. Endpoints hold
+/// it, so that a response's outcome can be filed without a reference to the whole pool.
+pub(crate) struct Core {
     pub(crate) config: BalanceConfig,
     epoch: Instant,
-    members: ArcSwap<Members<S>>,
-    /// Removed endpoints still finishing requests (for snapshots).
-    draining: Mutex<Vec<Arc<EndpointState<S>>>>,
     /// Members ejected or probing, against the cap.
     ejected: AtomicUsize,
+    /// How many members there are (for the cap).
+    members: AtomicUsize,
     pub(crate) random: Arc<dyn Random>,
     /// Signalled when an endpoint may have become pickable.
     pub(crate) changed: Arc<Notify>,
@@ -70,24 +71,69 @@ pub(crate) struct Pool<S> {
     median: AtomicU64,
 }
 
+impl Core {
+    /// Nanoseconds since the pool was made, from tokio's clock.
+    #[inline]
+    pub(crate) fn now(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX)
+    }
+
+    /// Applies one request's outcome to its endpoint: accrual, ejection under the cap,
+    /// readmission. `now` is a recent reading of the clock (accrual windows and backoffs are
+    /// coarse; the caller's last reading will do, which saves reading the clock again).
+    pub(crate) fn on_outcome<S>(&self, endpoint: &EndpointState<S>, class: Class, now: u64) {
+        match endpoint.on_outcome(class, now, &self.config, &*self.random) {
+            Transition::None | Transition::Reejected => {}
+            Transition::Readmitted => {
+                self.ejected.fetch_sub(1, Relaxed);
+                self.changed.notify_waiters();
+            }
+            Transition::WantsEjection => {
+                let members = self.members.load(Relaxed);
+                let cap = (self.config.accrual.max_ejected_share * members as f64).floor() as usize;
+                let reserved = self
+                    .ejected
+                    .fetch_update(Relaxed, Relaxed, |n| (n < cap).then_some(n + 1))
+                    .is_ok();
+                if reserved && !endpoint.eject(now, &self.config, &*self.random) {
+                    self.ejected.fetch_sub(1, Relaxed);
+                }
+                if reserved {
+                    tracing::info!(endpoint = %endpoint.endpoint, "ejected by failure accrual");
+                }
+            }
+        }
+    }
+}
+
+pub(crate) struct Pool<S> {
+    pub(crate) core: Arc<Core>,
+    members: ArcSwap<Members<S>>,
+    /// Removed endpoints still finishing requests (for snapshots).
+    draining: Mutex<Vec<Arc<EndpointState<S>>>>,
+}
+
 impl<S> Pool<S> {
     pub(crate) fn new(config: BalanceConfig, random: Arc<dyn Random>) -> Self {
         Self {
-            config,
-            epoch: Instant::now(),
+            core: Arc::new(Core {
+                config,
+                epoch: Instant::now(),
+                ejected: AtomicUsize::new(0),
+                members: AtomicUsize::new(0),
+                random,
+                changed: Arc::new(Notify::new()),
+                median: AtomicU64::new(0),
+            }),
             members: ArcSwap::from_pointee(Members::new(Vec::new())),
             draining: Mutex::new(Vec::new()),
-            ejected: AtomicUsize::new(0),
-            random,
-            changed: Arc::new(Notify::new()),
-            median: AtomicU64::new(0),
         }
     }
 
     /// Nanoseconds since the pool was made, from tokio's clock.
     #[inline]
     pub(crate) fn now(&self) -> u64 {
-        u64::try_from(self.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX)
+        self.core.now()
     }
 
     /// Power of two choices: two distinct ready endpoints drawn by weight, the one with the
@@ -104,8 +150,9 @@ impl<S> Pool<S> {
         if list.is_empty() {
             return None;
         }
-        let tau = self.config.decay;
-        let median = f64::from_bits(self.median.load(Relaxed));
+        let core = &*self.core;
+        let tau = core.config.decay;
+        let median = f64::from_bits(core.median.load(Relaxed));
         let mut best: Option<(f64, usize)> = None;
         let mut draws = 0;
         for _ in 0..ROUNDS {
@@ -114,7 +161,7 @@ impl<S> Pool<S> {
             let mut winner_cost = None;
             while draws < DRAWS {
                 draws += 1;
-                let Some(i) = members.table.draw(&*self.random) else {
+                let Some(i) = members.table.draw(&*core.random) else {
                     break;
                 };
                 let candidate = &list[i];
@@ -134,7 +181,7 @@ impl<S> Pool<S> {
                         let a = &list[f];
                         let (ea, eb) =
                             (a.ewma.measured(now, tau), candidate.ewma.measured(now, tau));
-                        let default = self.config.default_rtt.as_secs_f64() * 1e9;
+                        let default = core.config.default_rtt.as_secs_f64() * 1e9;
                         let ca = ea.or(eb).unwrap_or(default);
                         let cb = eb.or(ea).unwrap_or(default);
                         let b_wins = candidate.load_at(cb) < a.load_at(ca);
@@ -159,7 +206,7 @@ impl<S> Pool<S> {
             return Some(Arc::clone(&list[w]));
         }
         // Few endpoints are ready: look at each once, from a random start.
-        let start = self.random.below(list.len());
+        let start = core.random.below(list.len());
         (0..list.len())
             .map(|k| &list[(start + k) % list.len()])
             .filter(|e| e.endpoint.weight > 0)
@@ -176,7 +223,7 @@ impl<S> Pool<S> {
             .list
             .iter()
             .filter(|e| e.is_ready())
-            .filter_map(|e| e.ewma.measured(now, self.config.decay))
+            .filter_map(|e| e.ewma.measured(now, self.core.config.decay))
             .collect();
         let median = if estimates.len() < 3 {
             // Too few to call anything an outlier.
@@ -187,35 +234,7 @@ impl<S> Pool<S> {
                 .select_nth_unstable_by(mid, |a, b| a.total_cmp(b))
                 .1
         };
-        self.median.store(median.to_bits(), Relaxed);
-    }
-
-    /// Applies one request's outcome to its endpoint: accrual, ejection under the cap,
-    /// readmission.
-    /// `now` is a recent reading of the pool's clock (accrual windows and backoffs are coarse;
-    /// the caller's last reading will do, which saves reading the clock again).
-    pub(crate) fn on_outcome(&self, endpoint: &EndpointState<S>, class: Class, now: u64) {
-        match endpoint.on_outcome(class, now, &self.config, &*self.random) {
-            Transition::None | Transition::Reejected => {}
-            Transition::Readmitted => {
-                self.ejected.fetch_sub(1, Relaxed);
-                self.changed.notify_waiters();
-            }
-            Transition::WantsEjection => {
-                let members = self.members.load().list.len();
-                let cap = (self.config.accrual.max_ejected_share * members as f64).floor() as usize;
-                let reserved = self
-                    .ejected
-                    .fetch_update(Relaxed, Relaxed, |n| (n < cap).then_some(n + 1))
-                    .is_ok();
-                if reserved && !endpoint.eject(now, &self.config, &*self.random) {
-                    self.ejected.fetch_sub(1, Relaxed);
-                }
-                if reserved {
-                    tracing::info!(endpoint = %endpoint.endpoint, "ejected by failure accrual");
-                }
-            }
-        }
+        self.core.median.store(median.to_bits(), Relaxed);
     }
 
     /// Applies a batch of discovery changes with one copy of the member list, so that a
@@ -248,12 +267,13 @@ impl<S> Pool<S> {
                 }
             }
         }
+        self.core.members.store(list.len(), Relaxed);
         self.members.store(Arc::new(Members::new(list)));
         for old in retired {
             self.retire(old);
         }
         // An endpoint may have become ready before it was published here.
-        self.changed.notify_waiters();
+        self.core.changed.notify_waiters();
     }
 
     fn retire(&self, old: Arc<EndpointState<S>>) {
@@ -261,7 +281,7 @@ impl<S> Pool<S> {
             old.mark_draining(),
             EndpointStatus::Ejected | EndpointStatus::Probing
         ) {
-            self.ejected.fetch_sub(1, Relaxed);
+            self.core.ejected.fetch_sub(1, Relaxed);
         }
         let mut draining = self.draining.lock().unwrap_or_else(PoisonError::into_inner);
         draining.retain(|e| e.outstanding.load(Relaxed) > 0);
@@ -272,7 +292,7 @@ impl<S> Pool<S> {
 
     /// How many members are ejected or probing now.
     pub(crate) fn ejected(&self) -> usize {
-        self.ejected.load(Relaxed)
+        self.core.ejected.load(Relaxed)
     }
 
     pub(crate) fn snapshot(&self) -> Vec<EndpointSnapshot> {
@@ -284,7 +304,7 @@ impl<S> Pool<S> {
             .list
             .iter()
             .chain(draining.iter())
-            .map(|e| EndpointSnapshot::of(e, now, &self.config))
+            .map(|e| EndpointSnapshot::of(e, now, &self.core.config))
             .collect()
     }
 }
@@ -302,12 +322,19 @@ mod tests {
         let pool = Pool::<()>::new(BalanceConfig::default(), Arc::new(SplitMix::seeded(3)));
         for i in 0..10u16 {
             let e = Endpoint::new(SocketAddr::from(([127, 0, 0, 1], i)));
-            let state = Arc::new(EndpointState::new(e, (), &pool.config, pool.now()));
+            let state = Arc::new(EndpointState::new(
+                e,
+                (),
+                Arc::clone(&pool.core),
+                pool.now(),
+            ));
             state.mark_ready();
             let rtt = if i == 9 { 20 } else { 1 };
-            state
-                .ewma
-                .sample(Duration::from_millis(rtt), pool.now(), pool.config.decay);
+            state.ewma.sample(
+                Duration::from_millis(rtt),
+                pool.now(),
+                pool.core.config.decay,
+            );
             pool.apply(vec![Update::Insert(state)]);
         }
         let mut slow = 0;

@@ -7,7 +7,9 @@ use mesh_core::{Class, Endpoint, FailureReason};
 
 use crate::config::BalanceConfig;
 use crate::ewma::PeakEwma;
+use crate::pool::Core;
 use crate::random::Random;
+use std::sync::Arc;
 
 /// Where an endpoint stands.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -53,10 +55,11 @@ pub(crate) enum Transition {
 }
 
 /// An endpoint and its service, with its live state.
-#[derive(Debug)]
 pub(crate) struct EndpointState<S> {
     pub(crate) endpoint: Endpoint,
     pub(crate) service: S,
+    /// The pool's shared part: settings, clock, accrual bookkeeping.
+    pub(crate) core: Arc<Core>,
     status: AtomicU8,
     pub(crate) ewma: PeakEwma,
     pub(crate) outstanding: AtomicU64,
@@ -71,7 +74,8 @@ pub(crate) struct EndpointState<S> {
 }
 
 impl<S> EndpointState<S> {
-    pub(crate) fn new(endpoint: Endpoint, service: S, config: &BalanceConfig, now: u64) -> Self {
+    pub(crate) fn new(endpoint: Endpoint, service: S, core: Arc<Core>, now: u64) -> Self {
+        let config = &core.config;
         Self {
             endpoint,
             service,
@@ -84,6 +88,7 @@ impl<S> EndpointState<S> {
             window_start: AtomicU64::new(now),
             window_successes: AtomicU32::new(0),
             window_failures: AtomicU32::new(0),
+            core,
         }
     }
 

@@ -298,9 +298,12 @@ where
         {
             let now = endpoint.core.now();
             let waited = Duration::from_nanos(now.saturating_sub(*start));
-            endpoint
-                .ewma
-                .sample(waited, now, endpoint.core.config.decay);
+            let decay = endpoint.core.config.decay;
+            // A lower bound on the latency: it may only raise the estimate, never lower it
+            // (a caller that gives up after 1 ms says nothing about a 5 ms endpoint).
+            if waited.as_secs_f64() * 1e9 > endpoint.ewma.get(now, decay) {
+                endpoint.ewma.sample(waited, now, decay);
+            }
         }
     }
 }

@@ -279,3 +279,22 @@ async fn with_no_endpoint_a_request_waits_its_bound_then_gets_503() {
     let rsp = mesh_core::error_response::<Full<Bytes>>(&*err, false);
     assert_eq!(rsp.status(), 503);
 }
+
+#[tokio::test(start_paused = true)]
+async fn an_endpoint_that_stalls_past_the_callers_deadline_is_avoided() {
+    // One endpoint never answers in time; callers give up after 100 ms. No response ever comes
+    // back from it, yet the time waited counts, so it stops being picked.
+    let mut sims: Vec<Sim> = (0..5).map(|_| Sim::new(Duration::from_millis(2))).collect();
+    sims.push(Sim::new(Duration::from_secs(10)));
+    let balance = balancer(&sims, &[], BalanceConfig::default());
+    settle().await;
+    let mut timed_out = 0;
+    for _ in 0..500 {
+        let call = balance.clone().oneshot(Request::new(()));
+        if tokio::time::timeout(Duration::from_millis(100), call).await.is_err() {
+            timed_out += 1;
+        }
+    }
+    assert!(timed_out <= 2, "{timed_out} requests went to the stalling endpoint");
+    assert_eq!(timed_out as u64, sims[5].served.load(Relaxed));
+}

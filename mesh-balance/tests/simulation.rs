@@ -291,10 +291,16 @@ async fn an_endpoint_that_stalls_past_the_callers_deadline_is_avoided() {
     let mut timed_out = 0;
     for _ in 0..500 {
         let call = balance.clone().oneshot(Request::new(()));
-        if tokio::time::timeout(Duration::from_millis(100), call).await.is_err() {
+        if tokio::time::timeout(Duration::from_millis(100), call)
+            .await
+            .is_err()
+        {
             timed_out += 1;
         }
     }
-    assert!(timed_out <= 2, "{timed_out} requests went to the stalling endpoint");
+    assert!(
+        timed_out <= 2,
+        "{timed_out} requests went to the stalling endpoint"
+    );
     assert_eq!(timed_out as u64, sims[5].served.load(Relaxed));
 }

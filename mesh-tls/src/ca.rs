@@ -100,15 +100,20 @@ impl Issued {
     /// Writes `cert.pem`, `key.pem` and `roots.pem` into `dir` (created if missing), each file
     /// replaced whole (written aside, then renamed), so a watcher never reads half a file.
     pub fn write(&self, dir: impl AsRef<Path>) -> Result<(), CaError> {
-        let dir = dir.as_ref();
-        std::fs::create_dir_all(dir).map_err(|source| CaError::Write {
-            path: dir.to_owned(),
-            source,
-        })?;
+        let dir = ensure_dir(dir.as_ref())?;
         write_atomically(&dir.join("cert.pem"), &self.cert_pem)?;
         write_atomically(&dir.join("key.pem"), &self.key_pem)?;
         write_atomically(&dir.join("roots.pem"), &self.roots_pem)
     }
+}
+
+/// Creates `dir` if missing.
+fn ensure_dir(dir: &Path) -> Result<&Path, CaError> {
+    std::fs::create_dir_all(dir).map_err(|source| CaError::Write {
+        path: dir.to_owned(),
+        source,
+    })?;
+    Ok(dir)
 }
 
 fn write_atomically(path: &Path, contents: &str) -> Result<(), CaError> {
@@ -175,11 +180,7 @@ impl DevCa {
 
     /// Writes the CA's `ca.pem` and `ca-key.pem` into `dir`.
     pub fn write(&self, dir: impl AsRef<Path>) -> Result<(), CaError> {
-        let dir = dir.as_ref();
-        std::fs::create_dir_all(dir).map_err(|source| CaError::Write {
-            path: dir.to_owned(),
-            source,
-        })?;
+        let dir = ensure_dir(dir.as_ref())?;
         write_atomically(&dir.join("ca.pem"), &self.root_pem)?;
         write_atomically(&dir.join("ca-key.pem"), &self.key_pem)
     }

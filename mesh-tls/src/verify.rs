@@ -16,6 +16,35 @@ use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
 use crate::identity::identity_of;
 use crate::store::CredentialStore;
 
+/// Handshake signatures, checked with the current provider's algorithms (both sides).
+fn tls12_signature(
+    store: &CredentialStore,
+    message: &[u8],
+    cert: &CertificateDer<'_>,
+    dss: &DigitallySignedStruct,
+) -> Result<HandshakeSignatureValid, rustls::Error> {
+    let algs = store.current().provider.signature_verification_algorithms;
+    verify_tls12_signature(message, cert, dss, &algs)
+}
+
+fn tls13_signature(
+    store: &CredentialStore,
+    message: &[u8],
+    cert: &CertificateDer<'_>,
+    dss: &DigitallySignedStruct,
+) -> Result<HandshakeSignatureValid, rustls::Error> {
+    let algs = store.current().provider.signature_verification_algorithms;
+    verify_tls13_signature(message, cert, dss, &algs)
+}
+
+fn verify_schemes(store: &CredentialStore) -> Vec<SignatureScheme> {
+    store
+        .current()
+        .provider
+        .signature_verification_algorithms
+        .supported_schemes()
+}
+
 /// Presents the store's current certificate (both sides).
 #[derive(Debug)]
 pub(crate) struct CurrentCert(pub(crate) CredentialStore);
@@ -73,8 +102,7 @@ impl ClientCertVerifier for CurrentRoots {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        let algs = self.0.current().provider.signature_verification_algorithms;
-        verify_tls12_signature(message, cert, dss, &algs)
+        tls12_signature(&self.0, message, cert, dss)
     }
 
     fn verify_tls13_signature(
@@ -83,16 +111,11 @@ impl ClientCertVerifier for CurrentRoots {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        let algs = self.0.current().provider.signature_verification_algorithms;
-        verify_tls13_signature(message, cert, dss, &algs)
+        tls13_signature(&self.0, message, cert, dss)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0
-            .current()
-            .provider
-            .signature_verification_algorithms
-            .supported_schemes()
+        verify_schemes(&self.0)
     }
 }
 
@@ -156,12 +179,7 @@ impl ServerCertVerifier for ExpectedIdentity {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        let algs = self
-            .store
-            .current()
-            .provider
-            .signature_verification_algorithms;
-        verify_tls12_signature(message, cert, dss, &algs)
+        tls12_signature(&self.store, message, cert, dss)
     }
 
     fn verify_tls13_signature(
@@ -170,19 +188,10 @@ impl ServerCertVerifier for ExpectedIdentity {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        let algs = self
-            .store
-            .current()
-            .provider
-            .signature_verification_algorithms;
-        verify_tls13_signature(message, cert, dss, &algs)
+        tls13_signature(&self.store, message, cert, dss)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.store
-            .current()
-            .provider
-            .signature_verification_algorithms
-            .supported_schemes()
+        verify_schemes(&self.store)
     }
 }

@@ -8,7 +8,7 @@ use http::Request;
 use http_body_util::{BodyExt, Full};
 use mesh_core::test_util::{HttpVersion, TestClient};
 use mesh_tls::authz::AuthzPolicy;
-use mesh_tls::{DevCa, Mode, TlsAcceptor, TlsSettings};
+use mesh_tls::{DevCa, Mode, TlsSettings};
 use support::*;
 
 #[tokio::test]
@@ -16,7 +16,7 @@ async fn only_admitted_identities_reach_the_app() {
     tokio::time::timeout(LIMIT, async {
         let ca = DevCa::new("mesh.local").expect("ca");
         let settings = TlsSettings::default().mode(Mode::Permissive);
-        let acceptor = TlsAcceptor::new(store(&ca, &api()), settings).expect("acceptor");
+        let acceptor = acceptor(&ca, &api(), settings);
         let policy = AuthzPolicy::allow(["spiffe://mesh.local/ns/*/sa/web"]).expect("policy");
         let server = MeshedServer::start(acceptor, Some(policy)).await;
 

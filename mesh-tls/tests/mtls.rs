@@ -3,9 +3,9 @@
 
 mod support;
 
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
-use mesh_tls::{ConnectError, DevCa, Mode, TlsAcceptor, TlsSettings};
+use mesh_tls::{ConnectError, DevCa, Mode, TlsSettings};
 use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -14,8 +14,7 @@ use tokio::net::TcpStream;
 async fn mtls_over_http1_and_http2_hands_the_server_the_clients_identity() {
     tokio::time::timeout(LIMIT, async {
         let ca = DevCa::new("mesh.local").expect("ca");
-        let acceptor =
-            TlsAcceptor::new(store(&ca, &api()), TlsSettings::default()).expect("acceptor");
+        let acceptor = acceptor(&ca, &api(), TlsSettings::default());
         let server = MeshedServer::start(acceptor, None).await;
         for (alpn, version) in [("h2", "HTTP/2.0"), ("http/1.1", "HTTP/1.1")] {
             let settings = TlsSettings::default().alpn([alpn]);
@@ -36,8 +35,7 @@ async fn a_client_certificate_from_another_ca_is_refused() {
     tokio::time::timeout(LIMIT, async {
         let ca = DevCa::new("mesh.local").expect("ca");
         let rogue = DevCa::new("mesh.local").expect("rogue ca");
-        let acceptor =
-            TlsAcceptor::new(store(&ca, &api()), TlsSettings::default()).expect("acceptor");
+        let acceptor = acceptor(&ca, &api(), TlsSettings::default());
         let mut server = MeshedServer::start(acceptor, None).await;
         // The rogue workload trusts the real CA (so it accepts the server), but its own
         // certificate comes from the rogue CA.
@@ -48,12 +46,7 @@ async fn a_client_certificate_from_another_ca_is_refused() {
             ca.root_pem().as_bytes(),
         )
         .expect("credentials");
-        let client = client(
-            mesh_tls::CredentialStore::new(creds),
-            TlsSettings::default(),
-            server.addr,
-            api(),
-        );
+        let client = client_with(creds, server.addr, api());
         assert!(get(&client).await.is_err());
         assert_eq!(server.next_error().await, "unknown_ca");
     })
@@ -65,21 +58,10 @@ async fn a_client_certificate_from_another_ca_is_refused() {
 async fn an_expired_client_certificate_is_refused() {
     tokio::time::timeout(LIMIT, async {
         let ca = DevCa::new("mesh.local").expect("ca");
-        let acceptor =
-            TlsAcceptor::new(store(&ca, &api()), TlsSettings::default()).expect("acceptor");
+        let acceptor = acceptor(&ca, &api(), TlsSettings::default());
         let mut server = MeshedServer::start(acceptor, None).await;
-        let day = Duration::from_secs(24 * 3600);
-        let now = SystemTime::now();
-        let expired = ca
-            .issue_between(&web(), now - 2 * day, now - day)
-            .expect("issue");
-        let creds = expired.credentials().expect("credentials");
-        let client = client(
-            mesh_tls::CredentialStore::new(creds),
-            TlsSettings::default(),
-            server.addr,
-            api(),
-        );
+        let creds = expired(&ca, &web()).credentials().expect("credentials");
+        let client = client_with(creds, server.addr, api());
         assert!(get(&client).await.is_err());
         assert_eq!(server.next_error().await, "expired_cert");
     })
@@ -162,8 +144,7 @@ async fn no_client_certificate_in_strict_mode_is_refused() {
     tokio::time::timeout(LIMIT, async {
         let ca = DevCa::new("mesh.local").expect("ca");
         let dns_api = id("api.mesh.local");
-        let acceptor =
-            TlsAcceptor::new(store(&ca, &dns_api), TlsSettings::default()).expect("acceptor");
+        let acceptor = acceptor(&ca, &dns_api, TlsSettings::default());
         let mut server = MeshedServer::start(acceptor, None).await;
         let client = plain_rustls_client(&ca, None, &[&rustls::version::TLS13]);
         let answer = client.exchange(server.addr).await;
@@ -190,14 +171,13 @@ async fn tls12_is_refused_unless_allowed() {
         let issued = ca.issue(&web(), HOUR).expect("issue");
         let tls12_client = plain_rustls_client(&ca, Some(&issued), &[&rustls::version::TLS12]);
 
-        let strict =
-            TlsAcceptor::new(store(&ca, &dns_api), TlsSettings::default()).expect("acceptor");
+        let strict = acceptor(&ca, &dns_api, TlsSettings::default());
         let mut server = MeshedServer::start(strict, None).await;
         assert!(tls12_client.exchange(server.addr).await.is_err());
         assert_eq!(server.next_error().await, "protocol_version");
 
         let lenient = TlsSettings::default().allow_tls12(true);
-        let acceptor = TlsAcceptor::new(store(&ca, &dns_api), lenient).expect("acceptor");
+        let acceptor = acceptor(&ca, &dns_api, lenient);
         let server = MeshedServer::start(acceptor, None).await;
         let answer = tls12_client
             .exchange(server.addr)
@@ -216,7 +196,7 @@ async fn a_server_with_another_identity_is_refused_by_name() {
         let ca = DevCa::new("mesh.local").expect("ca");
         let db = id("spiffe://mesh.local/ns/default/sa/db");
         // A valid certificate from the same CA, but for db, where api was expected.
-        let acceptor = TlsAcceptor::new(store(&ca, &db), TlsSettings::default()).expect("acceptor");
+        let acceptor = acceptor(&ca, &db, TlsSettings::default());
         let server = MeshedServer::start(acceptor, None).await;
         let connector = mesh_tls::TlsConnector::new(store(&ca, &web()), TlsSettings::default());
         let tcp = TcpStream::connect(server.addr).await.expect("connect");
@@ -258,7 +238,7 @@ async fn permissive_mode_lets_plaintext_through_unauthenticated_and_still_verifi
     tokio::time::timeout(LIMIT, async {
         let ca = DevCa::new("mesh.local").expect("ca");
         let settings = TlsSettings::default().mode(Mode::Permissive);
-        let acceptor = TlsAcceptor::new(store(&ca, &api()), settings).expect("acceptor");
+        let acceptor = acceptor(&ca, &api(), settings);
         let mut server = MeshedServer::start(acceptor, None).await;
 
         let mut plain = mesh_core::test_util::TestClient::connect(
@@ -280,12 +260,8 @@ async fn permissive_mode_lets_plaintext_through_unauthenticated_and_still_verifi
         let (status, peer, _) = get(&client).await.expect("mTLS request");
         assert_eq!((status, peer.as_str()), (200, web().as_str()));
 
-        let day = Duration::from_secs(24 * 3600);
-        let expired = ca
-            .issue_between(&web(), SystemTime::now() - 2 * day, SystemTime::now() - day)
-            .expect("issue");
-        let store = mesh_tls::CredentialStore::new(expired.credentials().expect("credentials"));
-        let bad = support::client(store, TlsSettings::default(), server.addr, api());
+        let creds = expired(&ca, &web()).credentials().expect("credentials");
+        let bad = client_with(creds, server.addr, api());
         assert!(get(&bad).await.is_err());
         assert_eq!(server.next_error().await, "expired_cert");
         let counts = server.acceptor.stats().counts();
@@ -305,7 +281,7 @@ async fn garbage_and_silence_are_closed_cleanly_at_the_deadline() {
         let settings = TlsSettings::default()
             .detect_timeout(Duration::from_millis(200))
             .handshake_timeout(Duration::from_millis(300));
-        let acceptor = TlsAcceptor::new(store(&ca, &api()), settings).expect("acceptor");
+        let acceptor = acceptor(&ca, &api(), settings);
         let mut server = MeshedServer::start(acceptor, None).await;
 
         let mut garbage = TcpStream::connect(server.addr).await.expect("connect");

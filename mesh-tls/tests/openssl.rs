@@ -6,7 +6,7 @@ mod support;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
-use mesh_tls::{DevCa, TlsAcceptor, TlsSettings};
+use mesh_tls::{DevCa, TlsSettings};
 use support::*;
 use tokio::io::AsyncWriteExt;
 use tokio::process::Command;
@@ -63,8 +63,7 @@ fn path(dir: &Path, file: &str) -> String {
 async fn openssl_s_client_is_accepted_with_a_certificate_and_refused_without() {
     tokio::time::timeout(LIMIT, async {
         let ca = DevCa::new("mesh.local").expect("ca");
-        let acceptor =
-            TlsAcceptor::new(store(&ca, &api()), TlsSettings::default()).expect("acceptor");
+        let acceptor = acceptor(&ca, &api(), TlsSettings::default());
         let mut server = MeshedServer::start(acceptor, None).await;
         let port = server.addr.port();
         let dir = scratch_dir();

@@ -163,3 +163,30 @@ pub async fn get(client: &MeshClient) -> Result<(u16, String, String), BoxError>
     let body = rsp.into_body().collect().await?.to_bytes();
     Ok((status, peer, String::from_utf8_lossy(&body).into_owned()))
 }
+
+/// An acceptor presenting a fresh certificate for `identity` from `ca`.
+pub fn acceptor(ca: &DevCa, identity: &Identity, settings: TlsSettings) -> TlsAcceptor {
+    TlsAcceptor::new(store(ca, identity), settings).expect("acceptor")
+}
+
+/// A certificate for `identity` that expired yesterday.
+pub fn expired(ca: &DevCa, identity: &Identity) -> mesh_tls::Issued {
+    let day = Duration::from_secs(24 * 3600);
+    let now = std::time::SystemTime::now();
+    ca.issue_between(identity, now - 2 * day, now - day)
+        .expect("issue")
+}
+
+/// A default-settings client presenting `credentials`, expecting `expected` at `addr`.
+pub fn client_with(
+    credentials: mesh_tls::Credentials,
+    addr: SocketAddr,
+    expected: Identity,
+) -> MeshClient {
+    client(
+        CredentialStore::new(credentials),
+        TlsSettings::default(),
+        addr,
+        expected,
+    )
+}

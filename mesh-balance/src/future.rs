@@ -56,6 +56,8 @@ enum State<S, B, F> {
         #[pin]
         call: F,
     },
+    /// The endpoint's service failed its readiness check in `call`.
+    Failed(Option<BoxError>),
     Done(std::marker::PhantomData<fn(B)>),
 }
 
@@ -70,8 +72,10 @@ where
     S: Service<Request<B>>,
 {
     classifier: Option<R>,
-    /// Kept outside the state, so that moving from state to state never copies it.
-    req: Option<Request<B>>,
+    /// The request, only while it waits for an endpoint or for its readiness (rare): boxed,
+    /// so that the future stays small on the common path, where the request goes straight
+    /// into the endpoint's call.
+    req: Option<Box<Request<B>>>,
     #[pin]
     state: State<S, B, S::Future>,
 }
@@ -87,24 +91,50 @@ where
 
 impl<S, B, R> ResponseFuture<S, B, R>
 where
-    S: Service<Request<B>>,
+    S: Service<Request<B>> + Clone,
+    S::Error: Into<BoxError>,
+    R: ClassifyResponse,
 {
-    /// Picks at once; keeps the pool only if it has to wait.
+    /// Picks at once and, when the endpoint's service is ready right away (the usual case),
+    /// calls it at once; keeps the request (and the pool) only if it has to wait.
     pub(crate) fn new(pool: &Arc<Pool<S>>, req: Request<B>, classifier: R) -> Self {
         let now = pool.now();
-        let state = match pool.pick(now) {
-            Some(endpoint) => State::Picked {
-                endpoint: Some(endpoint),
-                picked_at: now,
-            },
-            None => State::Wait {
-                pool: Arc::clone(pool),
-                wait: None,
-            },
+        let Some(endpoint) = pool.pick(now) else {
+            return Self {
+                classifier: Some(classifier),
+                req: Some(Box::new(req)),
+                state: State::Wait {
+                    pool: Arc::clone(pool),
+                    wait: None,
+                },
+            };
+        };
+        let mut service = endpoint.service.clone();
+        // Readiness is checked without a waker here; if it is not ready, the future polls it
+        // again with the caller's, which registers properly.
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        let mut classifier = Some(classifier);
+        let (state, req) = match service.poll_ready(&mut cx) {
+            Poll::Ready(Ok(())) => (call(endpoint, &mut service, req, now), None),
+            Poll::Pending => (
+                State::Ready {
+                    endpoint: Some(endpoint),
+                    service,
+                },
+                Some(Box::new(req)),
+            ),
+            Poll::Ready(Err(err)) => {
+                let err: BoxError = err.into();
+                if let Some(classifier) = classifier.take() {
+                    let class = classifier.classify_error(&*err);
+                    endpoint.core.on_outcome(&endpoint, class, now);
+                }
+                (State::Failed(Some(err)), None)
+            }
         };
         Self {
-            classifier: Some(classifier),
-            req: Some(req),
+            classifier,
+            req,
             state,
         }
     }
@@ -187,7 +217,7 @@ where
                     // Usually ready at once: then the call starts at the pick.
                     match service.poll_ready(cx) {
                         Poll::Ready(Ok(())) => {
-                            let Some(request) = this.req.take() else {
+                            let Some(request) = this.req.take().map(|r| *r) else {
                                 this.state.set(State::Done(PhantomData));
                                 return already_done();
                             };
@@ -214,7 +244,9 @@ where
                 }
                 StateProj::Ready { endpoint, service } => {
                     let readiness = ready!(service.poll_ready(cx));
-                    let (Some(endpoint), Some(request)) = (endpoint.take(), this.req.take()) else {
+                    let (Some(endpoint), Some(request)) =
+                        (endpoint.take(), this.req.take().map(|r| *r))
+                    else {
                         this.state.set(State::Done(PhantomData));
                         return already_done();
                     };
@@ -277,6 +309,14 @@ where
                     };
                     this.state.set(State::Done(PhantomData));
                     return Poll::Ready(outcome);
+                }
+                StateProj::Failed(err) => {
+                    let err = err.take();
+                    this.state.set(State::Done(PhantomData));
+                    return match err {
+                        Some(err) => Poll::Ready(Err(err)),
+                        None => already_done(),
+                    };
                 }
                 StateProj::Done(_) => return already_done(),
             }

@@ -16,8 +16,8 @@
 //!   that fails fast never looks cheap.
 //! - Readiness: a background task applies discovery changes and drives new endpoints to
 //!   readiness by itself; no request has to come along for either.
-//! - Picks happen in each request's own future and the request goes to exactly that endpoint:
-//!   a removal never redirects it. With nothing ready, a request waits up to 1 s, then fails
+//! - Each request is picked when it is called and goes to exactly that endpoint (called at
+//!   once when its service is ready): a removal never redirects it. With nothing ready, a request waits up to 1 s, then fails
 //!   with `UnavailableError`, which `mesh_core::error_response` answers with 503.
 //! - Weights: candidates are drawn in proportion to weight (alias table, O(1)), so with equal
 //!   loads the traffic share is the weight share.

@@ -46,9 +46,10 @@ impl Drop for Driver {
 ///
 /// A background task (spawned by [`Balance::new`], stopped with the last clone) applies
 /// discovery changes as they come and drives each new endpoint's service to readiness, so
-/// neither waits for a request. Each request is picked when called (its future waits only if nothing is ready) and sent to
-/// exactly the endpoint picked (the endpoint's service is cloned for the call), so a removal
-/// can never redirect it. Cheap to clone; clones share the endpoint set.
+/// neither waits for a request. Each request is picked when called (its future waits only if
+/// nothing is ready) and sent to exactly the endpoint picked (the endpoint's service is cloned
+/// for the call), so a removal can never redirect it. Cheap to clone; clones share the
+/// endpoint set.
 pub struct Balance<S, C = AutoClassify> {
     pool: Arc<Pool<S>>,
     classify: C,

@@ -77,6 +77,17 @@ async fn dns_server_task(zone: Zone) -> (SocketAddr, tokio::task::JoinHandle<()>
     (addr, task)
 }
 
+/// `web.mesh.test` with one A record, 127.0.0.`last`, and a TTL of one second.
+fn web_zone(last: u8) -> Zone {
+    let zone = Zone {
+        ttl: 1,
+        ..Zone::default()
+    };
+    zone.set("web.mesh.test.", RecordType::A, vec![a([127, 0, 0, last])]);
+    zone.set("web.mesh.test.", RecordType::AAAA, vec![]);
+    zone
+}
+
 fn a(ip: [u8; 4]) -> RData {
     RData::A(A(Ipv4Addr::from(ip)))
 }
@@ -189,12 +200,7 @@ async fn srv_records_give_ports_and_weights_of_the_best_priority() {
 
 #[tokio::test]
 async fn a_vanished_name_empties_the_set() {
-    let zone = Zone {
-        ttl: 1,
-        ..Zone::default()
-    };
-    zone.set("web.mesh.test.", RecordType::A, vec![a([127, 0, 0, 30])]);
-    zone.set("web.mesh.test.", RecordType::AAAA, vec![]);
+    let zone = web_zone(30);
     let server = dns_server(zone.clone()).await;
     let target = DnsTarget::Host {
         name: "web.mesh.test".into(),
@@ -212,12 +218,7 @@ async fn a_vanished_name_empties_the_set() {
 
 #[tokio::test]
 async fn an_unreachable_server_keeps_the_endpoints_and_reports() {
-    let zone = Zone {
-        ttl: 1,
-        ..Zone::default()
-    };
-    zone.set("web.mesh.test.", RecordType::A, vec![a([127, 0, 0, 40])]);
-    zone.set("web.mesh.test.", RecordType::AAAA, vec![]);
+    let zone = web_zone(40);
     let (server, task) = dns_server_task(zone).await;
     let target = DnsTarget::Host {
         name: "web.mesh.test".into(),

@@ -1,5 +1,6 @@
 //! Examples of the mesh: small programs under `examples/` that link mesh layers into a service.
-//! The reference proxy and the meshed demo will live here too.
+//! The reference proxy ([`proxy`]) and the demo's gRPC API ([`grpc`]) live here, so that the
+//! `mesh-proxy` and `demo` examples and the end-to-end tests share them.
 //!
 //! Run one with `cargo run -p examples --example classify_and_timeout`.
 
@@ -7,3 +8,6 @@
 #[cfg(doctest)]
 #[doc = include_str!("../../README.md")]
 pub struct ReadmeDoctests;
+
+pub mod grpc;
+pub mod proxy;

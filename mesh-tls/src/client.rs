@@ -66,6 +66,16 @@ impl TlsConnector {
         Self { store, settings }
     }
 
+    /// The same connector offering `protocols` in ALPN instead: a proxy wants `h2` for
+    /// multiplexed requests, `http/1.1` for upgrades, and its own name for opaque TCP, all with
+    /// the same credentials.
+    pub fn with_alpn(&self, protocols: impl IntoIterator<Item = impl Into<Vec<u8>>>) -> Self {
+        Self {
+            store: self.store.clone(),
+            settings: self.settings.clone().alpn(protocols),
+        }
+    }
+
     /// Runs the client handshake over `io`, expecting the server to be `expected`.
     ///
     /// Session resumption is off: a resumed session skips certificate verification, and

@@ -1,0 +1,129 @@
+//! The admin listener: `/metrics` (Prometheus text), `/ready`, `/live`, `/tap` (NDJSON, with
+//! filters as query parameters), `/endpoints` (every balancer's view, as JSON) and `/config`
+//! (the configuration in force, as JSON).
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::header::{CONTENT_TYPE, HeaderValue};
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use mesh_metrics::Registry;
+use mesh_metrics::tap::serve_tap;
+use serde_json::json;
+use tokio::net::TcpListener;
+
+use super::Shared;
+use super::config::Config;
+use super::drain::Drain;
+use super::outbound::SnapshotFn;
+use super::serve::{HttpService, ProxyBody, boxed, serve_http};
+
+/// What the admin pages read.
+pub(crate) struct Admin {
+    pub(crate) registry: Registry,
+    pub(crate) shared: Shared,
+    pub(crate) snapshots: Vec<(String, &'static str, SnapshotFn)>,
+    pub(crate) config: Config,
+    pub(crate) drain: Arc<Drain>,
+}
+
+/// Serves the admin pages until the task is aborted (the admin listener outlives draining, so
+/// that `/ready` can say the proxy is going away).
+pub(crate) async fn serve(listener: TcpListener, admin: Arc<Admin>) {
+    loop {
+        let Ok((tcp, _)) = listener.accept().await else {
+            continue;
+        };
+        let admin = Arc::clone(&admin);
+        let service = HttpService::new(tower::service_fn(move |req: Request<Incoming>| {
+            let admin = Arc::clone(&admin);
+            async move { Ok::<_, Infallible>(admin.answer(&req)) }
+        }));
+        // Admin connections are not drained: they hold no watch of the proxy's drain.
+        let (_unused, watch) = Drain::new();
+        tokio::spawn(async move {
+            let _keep = _unused;
+            serve_http(tcp, false, service, watch).await;
+        });
+    }
+}
+
+impl Admin {
+    fn answer(&self, req: &Request<Incoming>) -> Response<ProxyBody> {
+        if req.method() != Method::GET {
+            return text(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "only GET is served here\n".into(),
+            );
+        }
+        match req.uri().path() {
+            "/metrics" => {
+                let mut rsp = text(StatusCode::OK, self.registry.encode());
+                rsp.headers_mut().insert(
+                    CONTENT_TYPE,
+                    HeaderValue::from_static(mesh_metrics::CONTENT_TYPE),
+                );
+                rsp
+            }
+            "/live" => text(StatusCode::OK, "live\n".into()),
+            "/ready" if self.drain.is_draining() => {
+                text(StatusCode::SERVICE_UNAVAILABLE, "draining\n".into())
+            }
+            "/ready" => text(StatusCode::OK, "ready\n".into()),
+            "/tap" => serve_tap(&self.shared.tap, req).map(boxed),
+            "/endpoints" => json_response(&self.endpoints()),
+            "/config" => json_response(&serde_json::to_value(&self.config).unwrap_or_default()),
+            _ => text(
+                StatusCode::NOT_FOUND,
+                "not found; try /metrics, /ready, /live, /tap, /endpoints or /config\n".into(),
+            ),
+        }
+    }
+
+    fn endpoints(&self) -> serde_json::Value {
+        let services: Vec<_> = self
+            .snapshots
+            .iter()
+            .map(|(name, protocol, snapshot)| {
+                let endpoints: Vec<_> = snapshot()
+                    .into_iter()
+                    .map(|e| {
+                        json!({
+                            "addr": e.addr.to_string(),
+                            "status": format!("{:?}", e.status).to_lowercase(),
+                            "ewma_ms": e.ewma.as_secs_f64() * 1e3,
+                            "outstanding": e.outstanding,
+                            "weight": e.weight,
+                            "consecutive_failures": e.consecutive_failures,
+                            "probe_in_ms": e.probe_in.map(|d| d.as_millis() as u64),
+                        })
+                    })
+                    .collect();
+                json!({ "service": name, "protocol": protocol, "endpoints": endpoints })
+            })
+            .collect();
+        json!({ "services": services })
+    }
+}
+
+fn text(status: StatusCode, body: String) -> Response<ProxyBody> {
+    let mut rsp = Response::new(boxed(Full::new(Bytes::from(body))));
+    *rsp.status_mut() = status;
+    rsp.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    rsp
+}
+
+fn json_response(value: &serde_json::Value) -> Response<ProxyBody> {
+    let mut body = serde_json::to_string_pretty(value).unwrap_or_default();
+    body.push('\n');
+    let mut rsp = text(StatusCode::OK, body);
+    rsp.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    rsp
+}

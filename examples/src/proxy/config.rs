@@ -1,0 +1,498 @@
+//! The proxy's configuration: one TOML file, read strictly (an unknown key is an error), with
+//! every mistake reported by file, line and key. `examples/mesh-proxy.toml` is the annotated
+//! example of every setting.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use toml::Spanned;
+
+use super::values::{Addr, Dur, Id};
+
+/// The whole file.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Who this proxy speaks for; these labels go on every metric.
+    #[serde(default)]
+    pub workload: Workload,
+    /// Where this workload's certificate, key and trust roots are.
+    pub identity: IdentityConfig,
+    /// The admin listener.
+    pub admin: Admin,
+    /// The listener the mesh sends to, in front of the local app.
+    pub inbound: Option<Inbound>,
+    /// The listener the local app sends its requests to.
+    pub outbound: Option<Outbound>,
+    /// The services the outbound side can send to.
+    #[serde(default, rename = "service")]
+    pub services: Vec<Service>,
+    /// Graceful shutdown.
+    #[serde(default)]
+    pub shutdown: Shutdown,
+}
+
+/// The workload's labels.
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Workload {
+    /// Namespace label.
+    #[serde(default)]
+    pub namespace: String,
+    /// Deployment label.
+    #[serde(default)]
+    pub deployment: String,
+    /// Pod label.
+    #[serde(default)]
+    pub pod: String,
+}
+
+/// Where the credentials are, and how often to look for new ones.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct IdentityConfig {
+    /// A directory holding `cert.pem`, `key.pem` and `roots.pem`, relative to the config file.
+    pub dir: PathBuf,
+    /// How often the files are checked for rotation (default 5 s).
+    #[serde(default = "five_seconds")]
+    pub reload_interval: Dur,
+}
+
+/// The admin listener.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Admin {
+    /// Where `/metrics`, `/ready`, `/live`, `/tap`, `/endpoints` and `/config` are served.
+    pub listen: Addr,
+}
+
+/// The inbound side.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Inbound {
+    /// Where the mesh connects.
+    pub listen: Addr,
+    /// The local app's HTTP port.
+    pub app: Addr,
+    /// Where opaque TCP goes (default: `app`).
+    pub opaque_app: Option<Addr>,
+    /// `strict` (mTLS only, the default) or `permissive` (plaintext accepted as unauthenticated).
+    #[serde(default)]
+    pub mode: TlsMode,
+    /// Identities allowed to call the app; `*` matches one path segment or DNS label. Empty:
+    /// nobody (secure by default).
+    #[serde(default)]
+    pub authorize: Vec<Spanned<String>>,
+    /// The header that tells the app who called (any such header from the client is removed
+    /// first).
+    #[serde(default = "default_identity_header")]
+    pub identity_header: String,
+    /// How long to wait for a client's first bytes (default 1 s).
+    #[serde(default = "one_second")]
+    pub detect_timeout: Dur,
+    /// Route names for metrics, by path prefix.
+    #[serde(default, rename = "route")]
+    pub routes: Vec<Route>,
+}
+
+/// TLS on the inbound side.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TlsMode {
+    /// Only mTLS.
+    #[default]
+    Strict,
+    /// mTLS, or plaintext as an unauthenticated peer.
+    Permissive,
+}
+
+/// The outbound side.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Outbound {
+    /// Where the local app sends HTTP (and anything else, detected).
+    pub listen: Addr,
+    /// How long to wait for the app's first bytes before treating the connection as opaque
+    /// TCP (default 1 s): a server-speaks-first protocol has a silent client.
+    #[serde(default = "one_second")]
+    pub detect_timeout: Dur,
+    /// The service that opaque (non-HTTP) connections on `listen` go to; without it they are
+    /// closed.
+    pub opaque_service: Option<Spanned<String>>,
+    /// Ports that are opaque TCP to one service, without detection.
+    #[serde(default, rename = "tcp")]
+    pub tcp: Vec<TcpListener>,
+}
+
+/// An opaque TCP port.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TcpListener {
+    /// Where the app connects.
+    pub listen: Addr,
+    /// The service whose endpoints the bytes go to, over mTLS.
+    pub service: Spanned<String>,
+}
+
+/// A service the app can call.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Service {
+    /// Its name, for metrics, `/endpoints` and `tcp.service`.
+    pub name: Spanned<String>,
+    /// The authorities (`Host` or `:authority`, with or without port) that mean this service.
+    #[serde(default)]
+    pub authorities: Vec<Spanned<String>>,
+    /// The identity its endpoints must prove (an endpoint file line's `identity=` overrides).
+    pub identity: Option<Id>,
+    /// A fixed list of endpoints (`ip:port`, usually their proxies' inbound ports).
+    pub endpoints: Option<Vec<Addr>>,
+    /// A file of endpoints, one `ip:port [weight=N] [identity=ID]` per line, watched for changes;
+    /// relative to the config file.
+    pub endpoints_file: Option<PathBuf>,
+    /// A DNS name to resolve: `host:port` (A/AAAA) or `srv:_name._tcp.domain` (SRV).
+    pub dns: Option<String>,
+    /// DNS servers to ask (default: the system's).
+    #[serde(default)]
+    pub dns_servers: Vec<Addr>,
+    /// Bound on a whole request, all tries included (default 10 s).
+    #[serde(default = "ten_seconds")]
+    pub timeout: Dur,
+    /// Retries.
+    #[serde(default)]
+    pub retry: Retry,
+    /// Route names for metrics, by path prefix.
+    #[serde(default, rename = "route")]
+    pub routes: Vec<Route>,
+}
+
+/// Retry settings of a service.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Retry {
+    /// Tries in all, the first included (1 turns retries off; default 3).
+    #[serde(default = "three")]
+    pub attempts: u32,
+    /// Retries allowed as a share of requests (default 0.2).
+    #[serde(default = "one_fifth")]
+    pub budget_ratio: f64,
+    /// Retries per second allowed regardless of traffic (default 10).
+    #[serde(default = "ten")]
+    pub min_per_second: u32,
+    /// Bound on each try's wait for response headers.
+    pub per_try_timeout: Option<Dur>,
+    /// HTTP statuses retried (default 502, 503, 504).
+    pub statuses: Option<Vec<u16>>,
+    /// Request bodies up to this many bytes are kept for a retry (default 64 KiB).
+    #[serde(default = "sixty_four_kib")]
+    pub body_cap: usize,
+    /// Also retry methods that are not idempotent (POST, PATCH).
+    #[serde(default)]
+    pub non_idempotent: bool,
+}
+
+impl Default for Retry {
+    fn default() -> Self {
+        Self {
+            attempts: three(),
+            budget_ratio: one_fifth(),
+            min_per_second: ten(),
+            per_try_timeout: None,
+            statuses: None,
+            body_cap: sixty_four_kib(),
+            non_idempotent: false,
+        }
+    }
+}
+
+/// A named route: requests whose path starts with `path_prefix` are labelled `name`.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Route {
+    /// The label.
+    pub name: String,
+    /// The path prefix.
+    pub path_prefix: String,
+}
+
+/// Graceful shutdown.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Shutdown {
+    /// How long in-flight requests get to finish after SIGTERM or Ctrl-C (default 30 s).
+    #[serde(default = "thirty_seconds")]
+    pub drain_timeout: Dur,
+}
+
+impl Default for Shutdown {
+    fn default() -> Self {
+        Self {
+            drain_timeout: thirty_seconds(),
+        }
+    }
+}
+
+fn five_seconds() -> Dur {
+    Dur(std::time::Duration::from_secs(5))
+}
+fn one_second() -> Dur {
+    Dur(std::time::Duration::from_secs(1))
+}
+fn ten_seconds() -> Dur {
+    Dur(std::time::Duration::from_secs(10))
+}
+fn thirty_seconds() -> Dur {
+    Dur(std::time::Duration::from_secs(30))
+}
+fn three() -> u32 {
+    3
+}
+fn ten() -> u32 {
+    10
+}
+fn one_fifth() -> f64 {
+    0.2
+}
+fn sixty_four_kib() -> usize {
+    64 * 1024
+}
+fn default_identity_header() -> String {
+    "mesh-client-id".into()
+}
+
+/// A configuration mistake: where it is and what is wrong.
+#[derive(Debug, PartialEq, Eq)]
+pub struct ConfigError {
+    /// The file.
+    pub file: PathBuf,
+    /// The line (1-based), when the mistake has one.
+    pub line: Option<usize>,
+    /// The key, as a dotted path (`service.retry.attempts`), when known.
+    pub key: Option<String>,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.file.display())?;
+        if let Some(line) = self.line {
+            write!(f, ":{line}")?;
+        }
+        if let Some(key) = &self.key {
+            write!(f, ": key `{key}`")?;
+        }
+        write!(f, ": {}", self.message)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+impl Config {
+    /// Reads and checks `path`. Relative paths inside the file are made relative to the file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            file: path.to_owned(),
+            line: None,
+            key: None,
+            message: format!("cannot read the file: {e}"),
+        })?;
+        let mut config = Self::parse(&text, path)?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        config.identity.dir = base.join(&config.identity.dir);
+        for service in &mut config.services {
+            if let Some(file) = &mut service.endpoints_file {
+                *file = base.join(&*file);
+            }
+        }
+        Ok(config)
+    }
+
+    /// Parses and checks `text`, naming `file` in errors.
+    pub fn parse(text: &str, file: &Path) -> Result<Self, ConfigError> {
+        let located =
+            |span: Option<std::ops::Range<usize>>, key: Option<String>, message: String| {
+                let (line, found_key) = span.map_or((None, None), |s| locate(text, s.start));
+                ConfigError {
+                    file: file.to_owned(),
+                    line,
+                    key: key.or(found_key),
+                    message,
+                }
+            };
+        let config: Config = toml::from_str(text).map_err(|e| {
+            let message = e.message().trim().to_owned();
+            let mut error = located(e.span(), None, message);
+            // A missing key is reported at its table: name the key inside it.
+            if let Some(field) = missing_field(&error.message) {
+                error.key = Some(match error.key.take() {
+                    Some(table) => format!("{table}.{field}"),
+                    None => field,
+                });
+            }
+            error
+        })?;
+        config
+            .check()
+            .map_err(|Mistake { span, key, message }| located(span, Some(key), message))?;
+        Ok(config)
+    }
+
+    /// The service named `name`.
+    pub fn service(&self, name: &str) -> Option<&Service> {
+        self.services.iter().find(|s| *s.name.get_ref() == name)
+    }
+
+    /// Checks what one key alone cannot: references between sections, duplicates, and each
+    /// service's discovery source.
+    fn check(&self) -> Result<(), Mistake> {
+        let mut names = HashSet::new();
+        let mut authorities = HashSet::new();
+        for service in &self.services {
+            if !names.insert(service.name.get_ref().as_str()) {
+                return Err(Mistake::at(
+                    &service.name,
+                    "service.name",
+                    "a service of this name is already defined",
+                ));
+            }
+            for authority in &service.authorities {
+                if !authorities.insert(authority.get_ref().to_ascii_lowercase()) {
+                    return Err(Mistake::at(
+                        authority,
+                        "service.authorities",
+                        "this authority already belongs to another service",
+                    ));
+                }
+            }
+            let sources = [
+                service.endpoints.is_some(),
+                service.endpoints_file.is_some(),
+                service.dns.is_some(),
+            ];
+            if sources.iter().filter(|s| **s).count() != 1 {
+                return Err(Mistake::at(
+                    &service.name,
+                    "service.endpoints",
+                    "give exactly one of `endpoints`, `endpoints_file` or `dns`",
+                ));
+            }
+            if service.identity.is_none() && service.endpoints_file.is_none() {
+                return Err(Mistake::at(
+                    &service.name,
+                    "service.identity",
+                    "the identity the endpoints must prove is required (traffic between proxies is always mTLS)",
+                ));
+            }
+            if service.retry.attempts == 0 {
+                return Err(Mistake::at(
+                    &service.name,
+                    "service.retry.attempts",
+                    "must be at least 1",
+                ));
+            }
+            if !(0.0..=1000.0).contains(&service.retry.budget_ratio) {
+                return Err(Mistake::at(
+                    &service.name,
+                    "service.retry.budget_ratio",
+                    "must be between 0 and 1000",
+                ));
+            }
+        }
+        if let Some(inbound) = &self.inbound {
+            for pattern in &inbound.authorize {
+                if let Err(e) = pattern
+                    .get_ref()
+                    .parse::<mesh_tls::authz::IdentityPattern>()
+                {
+                    return Err(Mistake::at(pattern, "inbound.authorize", &e.to_string()));
+                }
+            }
+            if http::HeaderName::from_bytes(inbound.identity_header.as_bytes()).is_err() {
+                return Err(Mistake {
+                    span: None,
+                    key: "inbound.identity_header".into(),
+                    message: format!("{:?} is not a valid header name", inbound.identity_header),
+                });
+            }
+        }
+        if let Some(outbound) = &self.outbound {
+            let references = outbound
+                .tcp
+                .iter()
+                .map(|t| (&t.service, "outbound.tcp.service"));
+            let opaque = outbound
+                .opaque_service
+                .iter()
+                .map(|s| (s, "outbound.opaque_service"));
+            for (name, key) in references.chain(opaque) {
+                if self.service(name.get_ref()).is_none() {
+                    return Err(Mistake::at(
+                        name,
+                        key,
+                        &format!("no service is named {:?}", name.get_ref()),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A mistake found after parsing, placed by the span of the value at fault.
+struct Mistake {
+    span: Option<std::ops::Range<usize>>,
+    key: String,
+    message: String,
+}
+
+impl Mistake {
+    fn at<T>(value: &Spanned<T>, key: &str, message: &str) -> Self {
+        Self {
+            span: Some(value.span()),
+            key: key.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// The line of byte `offset`, and the dotted key written there: the nearest table header
+/// above it, then the key on the line itself (`[service.retry]` + `attempts = 0` gives
+/// `service.retry.attempts`).
+fn locate(text: &str, offset: usize) -> (Option<usize>, Option<String>) {
+    let offset = offset.min(text.len());
+    let before = &text[..offset];
+    let line_no = before.matches('\n').count() + 1;
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    let line = text[line_start..].lines().next().unwrap_or("");
+    let table = before[..line_start]
+        .lines()
+        .rev()
+        .map(str::trim)
+        .find(|l| l.starts_with('['))
+        .map(|l| l.trim_matches(|c| c == '[' || c == ']').trim().to_owned());
+    let own = line.trim();
+    let key = if own.starts_with('[') {
+        Some(own.trim_matches(|c| c == '[' || c == ']').trim().to_owned())
+    } else {
+        let name = own
+            .split('=')
+            .next()
+            .map(str::trim)
+            .filter(|k| !k.is_empty() && own.contains('='));
+        match (table, name) {
+            (Some(t), Some(k)) => Some(format!("{t}.{k}")),
+            (None, Some(k)) => Some(k.to_owned()),
+            (t, None) => t,
+        }
+    };
+    (Some(line_no), key)
+}
+
+/// The field named in serde's "missing field `x`" message.
+fn missing_field(message: &str) -> Option<String> {
+    let rest = message.strip_prefix("missing field `")?;
+    Some(rest.split('`').next()?.to_owned())
+}

@@ -1,0 +1,163 @@
+//! What the balancer sends to: one endpoint of a service, over mTLS expecting its identity.
+//! [`EndpointClient`] carries HTTP (pooled, HTTP/2 between proxies); [`TcpEndpoint`] opens one
+//! meshed connection for opaque TCP.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http::uri::Authority;
+use http::{Request, Response, Version};
+use http_body_util::Empty;
+use hyper::body::Incoming;
+use hyper_util::client::legacy::ResponseFuture;
+use mesh_core::retry::ReplayBody;
+use mesh_core::{BoxError, Endpoint, Identity};
+use mesh_tls::{MeshConnector, MeshEndpoint, StaticEndpoints, TlsConnector};
+use tokio::net::TcpStream;
+
+use super::client::DualClient;
+use super::headers::{self, HTTP1, ORIG_PROTO};
+
+/// The ALPN protocol that marks a meshed connection as opaque TCP, so the inbound proxy
+/// forwards its bytes without waiting to detect a protocol.
+pub(crate) const OPAQUE_ALPN: &[u8] = b"mesh.opaque";
+
+/// The request body the endpoints get: the app's, replayable for retries.
+pub(crate) type OutboundBody = ReplayBody<Incoming>;
+
+/// HTTP to one endpoint. Requests go over HTTP/2 (an HTTP/1 request is marked with
+/// [`ORIG_PROTO`] so the far side speaks HTTP/1 to its app); upgrades go over HTTP/1.
+#[derive(Clone, Debug)]
+pub(crate) struct EndpointClient {
+    client: DualClient<MeshConnector<StaticEndpoints>, OutboundBody>,
+    authority: Authority,
+}
+
+impl EndpointClient {
+    /// A client for `endpoint`, expecting its identity or else `identity`.
+    pub(crate) fn new(
+        tls: &TlsConnector,
+        endpoint: &Endpoint,
+        identity: Option<&Identity>,
+    ) -> Self {
+        let resolve = || {
+            let identity = endpoint.identity.as_ref().or(identity);
+            match identity {
+                Some(identity) => StaticEndpoints::new().with_fallback(MeshEndpoint {
+                    addr: endpoint.addr,
+                    identity: identity.clone(),
+                }),
+                // Nothing to verify the endpoint by: every connection fails, with an error
+                // that says so, rather than going out in plaintext.
+                None => StaticEndpoints::new(),
+            }
+        };
+        let connector = |alpn: &[u8]| MeshConnector::new(tls.with_alpn([alpn]), resolve());
+        let authority = Authority::try_from(endpoint.addr.to_string())
+            .unwrap_or_else(|_| Authority::from_static("endpoint"));
+        Self {
+            client: DualClient::new(connector(b"http/1.1"), connector(b"h2")),
+            authority,
+        }
+    }
+}
+
+impl tower::Service<Request<OutboundBody>> for EndpointClient {
+    type Response = Response<Incoming>;
+    type Error = hyper_util::client::legacy::Error;
+    type Future = ResponseFuture;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, mut req: Request<OutboundBody>) -> Self::Future {
+        let upgrade = headers::is_upgrade(&req);
+        let from_http1 = req.version() < Version::HTTP_2;
+        headers::strip_hop_by_hop(req.headers_mut(), upgrade);
+        if from_http1 && !upgrade {
+            req.headers_mut().insert(ORIG_PROTO, HTTP1);
+        } else {
+            req.headers_mut().remove(ORIG_PROTO);
+        }
+        self.client.send(req, !upgrade, &self.authority)
+    }
+}
+
+/// A meshed connection to an endpoint.
+pub(crate) type MeshStream = tokio_rustls::client::TlsStream<TcpStream>;
+
+/// Hands a connection out of a response's extensions (which must be `Clone`) exactly once.
+#[derive(Clone, Debug)]
+pub(crate) struct Handoff(Arc<Mutex<Option<MeshStream>>>);
+
+impl Handoff {
+    /// Takes the connection, if nobody has.
+    pub(crate) fn take(&self) -> Option<MeshStream> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner).take()
+    }
+}
+
+/// Opaque TCP to one endpoint: each "request" opens one mTLS connection, so that the balancer
+/// picks endpoints for connections by the same rules (connect latency, failure accrual) it
+/// uses for HTTP requests. The connection comes back in the response's [`Handoff`].
+#[derive(Clone, Debug)]
+pub(crate) struct TcpEndpoint {
+    tls: TlsConnector,
+    target: Option<MeshEndpoint>,
+}
+
+impl TcpEndpoint {
+    /// Connections to `endpoint`, expecting its identity or else `identity`.
+    pub(crate) fn new(
+        tls: &TlsConnector,
+        endpoint: &Endpoint,
+        identity: Option<&Identity>,
+    ) -> Self {
+        Self {
+            tls: tls.with_alpn([OPAQUE_ALPN]),
+            target: endpoint
+                .identity
+                .as_ref()
+                .or(identity)
+                .map(|identity| MeshEndpoint {
+                    addr: endpoint.addr,
+                    identity: identity.clone(),
+                }),
+        }
+    }
+}
+
+impl tower::Service<Request<Empty<Bytes>>> for TcpEndpoint {
+    type Response = Response<Empty<Bytes>>;
+    type Error = BoxError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, BoxError>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, _: Request<Empty<Bytes>>) -> Self::Future {
+        let tls = self.tls.clone();
+        let target = self.target.clone();
+        Box::pin(async move {
+            let MeshEndpoint { addr, identity } =
+                target.ok_or("the endpoint has no identity to verify it by")?;
+            let tcp = TcpStream::connect(addr)
+                .await
+                .map_err(|e| mesh_core::error::ConnectError::new(addr, e))?;
+            let _ = tcp.set_nodelay(true);
+            let stream = tls
+                .connect(tcp, &identity)
+                .await
+                .map_err(|e| mesh_core::error::ConnectError::new(addr, e))?;
+            let mut rsp = Response::new(Empty::new());
+            rsp.extensions_mut()
+                .insert(Handoff(Arc::new(Mutex::new(Some(stream)))));
+            Ok::<_, BoxError>(rsp)
+        })
+    }
+}

@@ -1,0 +1,242 @@
+//! The reference proxy, assembled from the mesh crates' public layers: this module is wiring
+//! and configuration only. Run it with `cargo run --release --example mesh-proxy -- --config
+//! FILE`; [`Proxy::start`] runs one in-process (the demo and the tests do).
+//!
+//! - Outbound (the app's requests): protocol detection; HTTP routed by authority to a service
+//!   whose stack is metrics and tap, a response deadline, retries within a budget, and the
+//!   P2C peak-EWMA balancer with failure accrual, over pooled mTLS connections to each
+//!   endpoint (HTTP/2 between proxies); opaque TCP to a service's endpoints over mTLS.
+//! - Inbound (from the mesh): TLS detection, mTLS termination, authorization by peer
+//!   identity, metrics and tap, and the app called with the peer's identity in a header.
+//! - Admin: `/metrics`, `/ready`, `/live`, `/tap`, `/endpoints`, `/config`.
+
+mod admin;
+mod client;
+pub mod config;
+mod discovery;
+mod drain;
+mod edge;
+mod endpoint;
+mod headers;
+mod inbound;
+mod outbound;
+mod routes;
+mod serve;
+mod tcp;
+mod upgrade;
+mod values;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use mesh_metrics::{ConstLabels, HttpLabels, HttpMetrics, Registry, Tap, TcpMetrics};
+use mesh_tls::{CredentialFiles, CredentialStore, Mode, TlsAcceptor, TlsConnector, TlsSettings};
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+
+pub use self::config::{Config, ConfigError};
+pub use self::discovery::DiscoveryError;
+use self::drain::Drain;
+
+/// What every part of a proxy shares; cheap to clone.
+#[derive(Clone)]
+pub(crate) struct Shared {
+    metrics: HttpMetrics<HttpLabels>,
+    tcp_metrics: TcpMetrics<HttpLabels>,
+    tap: Tap,
+    tls: TlsConnector,
+}
+
+/// Why a proxy could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The credentials could not be read.
+    #[error("identity: {0}")]
+    Credentials(#[from] mesh_tls::CredentialsError),
+    /// The TLS settings were refused.
+    #[error("TLS settings: {0}")]
+    Tls(#[from] tokio_rustls::rustls::Error),
+    /// A listener could not be bound.
+    #[error("cannot listen on {addr} ({what}): {source}")]
+    Bind {
+        /// Which listener.
+        what: &'static str,
+        /// Where.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// A service's discovery could not be set up.
+    #[error(transparent)]
+    Discovery(#[from] DiscoveryError),
+    /// A retry budget was refused.
+    #[error("service {0}: retry budget: {1}")]
+    Retry(String, mesh_core::retry::BudgetError),
+    /// The authorization policy was refused.
+    #[error("inbound authorization: {0}")]
+    Authz(String),
+    /// The workload labels were refused.
+    #[error("workload labels: {0}")]
+    Labels(String),
+}
+
+/// A proxy, configured; [`Proxy::start`] binds and runs it.
+#[derive(Debug)]
+pub struct Proxy;
+
+/// A running proxy: its bound addresses, its metrics, and the way to stop it.
+pub struct Running {
+    /// The admin listener's address.
+    pub admin: SocketAddr,
+    /// The inbound listener's address, if configured.
+    pub inbound: Option<SocketAddr>,
+    /// The outbound listener's address, if configured.
+    pub outbound: Option<SocketAddr>,
+    /// The opaque TCP ports' addresses, in configured order.
+    pub tcp: Vec<SocketAddr>,
+    metrics: HttpMetrics<HttpLabels>,
+    tap: Tap,
+    store: CredentialStore,
+    drain: Arc<Drain>,
+    drain_timeout: Duration,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Proxy {
+    /// Loads the credentials, binds every listener and starts serving. Listeners configured on
+    /// port 0 get a free port; [`Running`] says which.
+    pub async fn start(config: Config) -> Result<Running, StartError> {
+        let files = CredentialFiles::in_dir(&config.identity.dir);
+        let store = CredentialStore::from_files(&files)?;
+        let watcher = store.watch(files, config.identity.reload_interval.0);
+        let consts = ConstLabels::new([
+            ("namespace", config.workload.namespace.as_str()),
+            ("deployment", config.workload.deployment.as_str()),
+            ("pod", config.workload.pod.as_str()),
+        ])
+        .map_err(|e| StartError::Labels(e.to_string()))?;
+        let shared = Shared {
+            metrics: HttpMetrics::new(),
+            tcp_metrics: TcpMetrics::new(),
+            tap: Tap::default(),
+            tls: TlsConnector::new(store.clone(), TlsSettings::default()),
+        };
+        let (drain, _first) = Drain::new();
+        let drain = Arc::new(drain);
+        let mut tasks = vec![watcher];
+
+        let services = outbound::services(&config, &shared)?;
+        let mut running_outbound = None;
+        let mut tcp_addrs = Vec::new();
+        if let Some(out) = &config.outbound {
+            let listener = bind("outbound", out.listen.0).await?;
+            running_outbound = Some(local_addr(&listener, out.listen.0));
+            let opaque = out
+                .opaque_service
+                .as_ref()
+                .and_then(|name| services.tcp.get(name.get_ref()).cloned());
+            tasks.push(tokio::spawn(outbound::serve(
+                listener,
+                out.clone(),
+                services.router.clone(),
+                opaque,
+                shared.clone(),
+                drain.watch(),
+            )));
+            for port in &out.tcp {
+                let listener = bind("outbound tcp", port.listen.0).await?;
+                tcp_addrs.push(local_addr(&listener, port.listen.0));
+                let name = port.service.get_ref().clone();
+                if let Some(balance) = services.tcp.get(&name).cloned() {
+                    tasks.push(tokio::spawn(outbound::serve_tcp(
+                        listener,
+                        balance,
+                        shared.clone(),
+                        name,
+                        drain.watch(),
+                    )));
+                }
+            }
+        }
+        let mut running_inbound = None;
+        if let Some(inb) = &config.inbound {
+            let mode = match inb.mode {
+                config::TlsMode::Strict => Mode::Strict,
+                config::TlsMode::Permissive => Mode::Permissive,
+            };
+            let settings = TlsSettings::default()
+                .mode(mode)
+                .detect_timeout(inb.detect_timeout.0)
+                .alpn([&b"h2"[..], b"http/1.1", endpoint::OPAQUE_ALPN]);
+            let acceptor = TlsAcceptor::new(store.clone(), settings)?;
+            let inbound = inbound::Inbound::new(inb, acceptor, shared.clone())?;
+            let listener = bind("inbound", inb.listen.0).await?;
+            running_inbound = Some(local_addr(&listener, inb.listen.0));
+            tasks.push(tokio::spawn(inbound.serve(listener, drain.watch())));
+        }
+        let admin_listener = bind("admin", config.admin.listen.0).await?;
+        let admin_addr = local_addr(&admin_listener, config.admin.listen.0);
+        let registry = Registry::new(consts)
+            .with(shared.metrics.clone())
+            .with(shared.tcp_metrics.clone());
+        let drain_timeout = config.shutdown.drain_timeout.0;
+        let admin = admin::Admin {
+            registry,
+            shared: shared.clone(),
+            snapshots: services.snapshots,
+            config,
+            drain: Arc::clone(&drain),
+        };
+        tasks.push(tokio::spawn(admin::serve(admin_listener, Arc::new(admin))));
+        Ok(Running {
+            admin: admin_addr,
+            inbound: running_inbound,
+            outbound: running_outbound,
+            tcp: tcp_addrs,
+            metrics: shared.metrics,
+            tap: shared.tap,
+            store,
+            drain,
+            drain_timeout,
+            tasks,
+        })
+    }
+}
+
+impl Running {
+    /// The HTTP metrics of both directions, for programs (the demo's tables).
+    pub fn metrics(&self) -> &HttpMetrics<HttpLabels> {
+        &self.metrics
+    }
+
+    /// The tap of both directions.
+    pub fn tap(&self) -> &Tap {
+        &self.tap
+    }
+
+    /// The credentials in force (rotations are counted there).
+    pub fn credentials(&self) -> &CredentialStore {
+        &self.store
+    }
+
+    /// Stops accepting, lets in-flight requests and connections finish within the configured
+    /// drain deadline, then stops everything. Returns whether all finished in time.
+    pub async fn shutdown(self) -> bool {
+        let drained = self.drain.drain(self.drain_timeout).await;
+        for task in &self.tasks {
+            task.abort();
+        }
+        drained
+    }
+}
+
+async fn bind(what: &'static str, addr: SocketAddr) -> Result<TcpListener, StartError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| StartError::Bind { what, addr, source })
+}
+
+fn local_addr(listener: &TcpListener, configured: SocketAddr) -> SocketAddr {
+    listener.local_addr().unwrap_or(configured)
+}

@@ -1,0 +1,301 @@
+//! The outbound side: the local app's requests, routed by authority to a service, each
+//! service a stack of mesh layers (metrics and tap, timeout, retry, balancer) over meshed
+//! endpoints; and opaque TCP, detected or on dedicated ports, to a service's endpoints.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body_util::{BodyExt, Empty};
+use hyper::body::Incoming;
+use mesh_balance::{Balance, BalanceConfig, EndpointSnapshot};
+use mesh_core::detect::{DetectConfig, Protocol, detect_protocol};
+use mesh_core::retry::{RetryBudget, RetryLayer, RetryPolicy};
+use mesh_core::{BoxError, Endpoint, TimeoutLayer};
+use mesh_metrics::{CountingIo, Direction, HttpLabels, MetricsLayer};
+use tokio::net::{TcpListener, TcpStream};
+use tower::{Service, ServiceBuilder, ServiceExt};
+
+use super::config::{self, Config};
+use super::discovery;
+use super::drain::DrainWatch;
+use super::edge::{edge, unknown_authority};
+use super::endpoint::{EndpointClient, Handoff, TcpEndpoint};
+use super::routes::RouteTable;
+use super::serve::{HttpService, ProxyBody, serve_http};
+use super::{Shared, StartError, tcp};
+
+/// What `/endpoints` shows of one balancer.
+pub(crate) type SnapshotFn = Arc<dyn Fn() -> Vec<EndpointSnapshot> + Send + Sync>;
+
+/// The outbound side's routing table: each configured authority to its service's stack.
+#[derive(Clone)]
+pub(crate) struct Router {
+    routes: Arc<HashMap<String, HttpService>>,
+    known: Arc<str>,
+}
+
+/// The services' HTTP routes and TCP balancers, and their balancers' snapshots.
+pub(crate) struct Services {
+    pub(crate) router: Router,
+    pub(crate) tcp: HashMap<String, TcpBalance>,
+    pub(crate) snapshots: Vec<(String, &'static str, SnapshotFn)>,
+}
+
+/// A service's balancer for opaque TCP connections.
+pub(crate) type TcpBalance = Balance<TcpEndpoint>;
+
+/// Builds every configured service.
+pub(crate) fn services(config: &Config, shared: &Shared) -> Result<Services, StartError> {
+    let mut routes = HashMap::new();
+    let mut tcp = HashMap::new();
+    let mut snapshots = Vec::new();
+    let tcp_names: Vec<&str> = config
+        .outbound
+        .iter()
+        .flat_map(|o| {
+            o.tcp
+                .iter()
+                .map(|t| t.service.get_ref().as_str())
+                .chain(o.opaque_service.as_ref().map(|s| s.get_ref().as_str()))
+        })
+        .collect();
+    for service in &config.services {
+        let name = service.name.get_ref().clone();
+        if !service.authorities.is_empty() {
+            let (stack, balance) = http_service(service, shared)?;
+            for authority in &service.authorities {
+                routes.insert(authority.get_ref().to_ascii_lowercase(), stack.clone());
+            }
+            snapshots.push((name.clone(), "http", snapshot_of(balance)));
+        }
+        if tcp_names.contains(&name.as_str()) {
+            let tls = shared.tls.clone();
+            let identity = service.identity.as_ref().map(|i| i.0.clone());
+            let balance = Balance::new::<_, _, _, Empty<Bytes>>(
+                discovery::updates(service)?,
+                move |e: &Endpoint| TcpEndpoint::new(&tls, e, identity.as_ref()),
+                BalanceConfig::default(),
+            );
+            snapshots.push((name.clone(), "tcp", snapshot_of(balance.clone())));
+            tcp.insert(name, balance);
+        }
+    }
+    let mut known: Vec<&str> = routes.keys().map(String::as_str).collect();
+    known.sort_unstable();
+    let known = if known.is_empty() {
+        "none".to_owned()
+    } else {
+        known.join(", ")
+    };
+    Ok(Services {
+        router: Router {
+            routes: Arc::new(routes),
+            known: known.into(),
+        },
+        tcp,
+        snapshots,
+    })
+}
+
+fn snapshot_of<S: Send + Sync + 'static, C: Send + Sync + 'static>(
+    balance: Balance<S, C>,
+) -> SnapshotFn {
+    Arc::new(move || balance.snapshot())
+}
+
+/// One service's stack: metrics and tap, a deadline on the response headers (all tries), retries
+/// within a budget, and the balancer over its endpoints.
+fn http_service(
+    service: &config::Service,
+    shared: &Shared,
+) -> Result<(HttpService, Balance<EndpointClient>), StartError> {
+    let tls = shared.tls.clone();
+    let identity = service.identity.as_ref().map(|i| i.0.clone());
+    let balance = Balance::new(
+        discovery::updates(service)?,
+        move |e: &Endpoint| EndpointClient::new(&tls, e, identity.as_ref()),
+        BalanceConfig::default(),
+    );
+    let retry = &service.retry;
+    let mut policy = RetryPolicy::new()
+        .max_attempts(retry.attempts)
+        .body_cap(retry.body_cap)
+        .retry_non_idempotent(retry.non_idempotent);
+    if let Some(statuses) = &retry.statuses {
+        let statuses = statuses
+            .iter()
+            .filter_map(|s| http::StatusCode::from_u16(*s).ok());
+        policy = policy.statuses(statuses);
+    }
+    if let Some(per_try) = retry.per_try_timeout {
+        policy = policy.per_try_timeout(per_try.0);
+    }
+    let budget = RetryBudget::builder()
+        .ratio(retry.budget_ratio)
+        .min_per_second(retry.min_per_second)
+        .build()
+        .map_err(|e| StartError::Retry(service.name.get_ref().clone(), e))?;
+    let routes = RouteTable::new(&service.routes);
+    let peer = service.identity.as_ref().map(|i| i.0.clone());
+    let labeler = move |req: &Request<Incoming>| {
+        let mut labels = HttpLabels::from_request(Direction::Outbound, req);
+        labels.route = routes.name(req.uri().path());
+        labels.peer = peer.clone();
+        labels
+    };
+    let stack = ServiceBuilder::new()
+        .layer(
+            MetricsLayer::new(shared.metrics.clone(), labeler)
+                .with_tap(shared.tap.clone(), Direction::Outbound),
+        )
+        .layer(TimeoutLayer::new().response_headers(service.timeout.0))
+        .layer(RetryLayer::new(policy, Arc::new(budget)))
+        .service(balance.clone());
+    Ok((edge(stack), balance))
+}
+
+impl Service<Request<Incoming>> for Router {
+    type Response = Response<ProxyBody>;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Response<ProxyBody>, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request<Incoming>) -> Self::Future {
+        let authority = req
+            .uri()
+            .authority()
+            .map(|a| a.as_str().to_owned())
+            .or_else(|| {
+                let host = req.headers().get(http::header::HOST)?;
+                host.to_str().ok().map(str::to_owned)
+            })
+            .unwrap_or_default()
+            .to_ascii_lowercase();
+        // An authority matches with its port, or by host alone.
+        let host = authority
+            .rsplit_once(':')
+            .map_or(authority.as_str(), |(h, _)| h);
+        match self
+            .routes
+            .get(&authority)
+            .or_else(|| self.routes.get(host))
+        {
+            Some(service) => Box::pin(service.clone().oneshot(req)),
+            None => {
+                let rsp = unknown_authority(
+                    &authority,
+                    mesh_core::grpc::is_grpc(req.headers()),
+                    &self.known,
+                );
+                Box::pin(std::future::ready(Ok(rsp)))
+            }
+        }
+    }
+}
+
+/// Accepts the app's connections on the outbound listener until the proxy drains.
+pub(crate) async fn serve(
+    listener: TcpListener,
+    outbound: config::Outbound,
+    router: Router,
+    opaque: Option<TcpBalance>,
+    shared: Shared,
+    mut drain: DrainWatch,
+) {
+    let detect = DetectConfig::default().timeout(outbound.detect_timeout.0);
+    let series = shared
+        .tcp_metrics
+        .series(&HttpLabels::new(Direction::Outbound));
+    loop {
+        let (tcp, _) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    tracing::warn!(error = %e, "outbound accept failed");
+                    continue;
+                }
+            },
+            () = drain.signaled() => return,
+        };
+        let _ = tcp.set_nodelay(true);
+        let io = CountingIo::new(tcp, series.clone());
+        let (router, opaque, conn_drain) = (router.clone(), opaque.clone(), drain.clone());
+        tokio::spawn(async move {
+            let detected = match detect_protocol(io, detect).await {
+                Ok(detected) => detected,
+                Err(e) => return tracing::debug!(error = %e, "outbound detection failed"),
+            };
+            let service = HttpService::new(router);
+            match (detected.protocol, opaque) {
+                (Protocol::Http1, _) => serve_http(detected.io, false, service, conn_drain).await,
+                (Protocol::Http2, _) => serve_http(detected.io, true, service, conn_drain).await,
+                (Protocol::Opaque, Some(balance)) => {
+                    forward(detected.io, balance, conn_drain).await
+                }
+                (Protocol::Opaque, None) => {
+                    tracing::info!(
+                        "closing an opaque connection: no `outbound.opaque_service` is configured"
+                    );
+                }
+            }
+        });
+    }
+}
+
+/// Accepts connections on a dedicated opaque port (no detection) until the proxy drains.
+pub(crate) async fn serve_tcp(
+    listener: TcpListener,
+    balance: TcpBalance,
+    shared: Shared,
+    name: String,
+    mut drain: DrainWatch,
+) {
+    let mut labels = HttpLabels::new(Direction::Outbound);
+    labels.authority = http::uri::Authority::try_from(name.as_str()).ok();
+    let series = shared.tcp_metrics.series(&labels);
+    loop {
+        let tcp: TcpStream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((tcp, _)) => tcp,
+                Err(e) => {
+                    tracing::warn!(error = %e, "tcp accept failed");
+                    continue;
+                }
+            },
+            () = drain.signaled() => return,
+        };
+        let _ = tcp.set_nodelay(true);
+        let io = CountingIo::new(tcp, series.clone());
+        tokio::spawn(forward(io, balance.clone(), drain.clone()));
+    }
+}
+
+/// Sends an opaque connection's bytes to the endpoint the balancer picks, over mTLS.
+async fn forward<I>(io: I, balance: TcpBalance, drain: DrainWatch)
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let upstream = async {
+        let rsp = balance.oneshot(Request::new(Empty::<Bytes>::new())).await?;
+        let handoff = rsp.extensions().get::<Handoff>().cloned();
+        // Ending the (empty) body completes the exchange, so that the balancer counts the
+        // connection as a success.
+        rsp.into_body().collect().await?;
+        handoff
+            .and_then(|h| h.take())
+            .ok_or_else(|| BoxError::from("no connection was handed over"))
+    };
+    match upstream.await {
+        Ok(upstream) => tcp::splice(io, upstream, drain).await,
+        Err(e) => tracing::warn!(error = %e, "opaque connection: no endpoint could be reached"),
+    }
+}

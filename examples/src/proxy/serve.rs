@@ -1,0 +1,67 @@
+//! Serving one accepted connection as HTTP/1 or HTTP/2, until it closes or the proxy drains.
+
+use std::convert::Infallible;
+
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body_util::combinators::UnsyncBoxBody;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use mesh_core::BoxError;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tower::util::BoxCloneSyncService;
+
+use super::drain::DrainWatch;
+
+/// Response bodies as the proxy's servers send them: whatever the layers made, boxed.
+pub(crate) type ProxyBody = UnsyncBoxBody<Bytes, BoxError>;
+
+/// What serves requests on a connection.
+pub(crate) type HttpService =
+    BoxCloneSyncService<Request<Incoming>, Response<ProxyBody>, Infallible>;
+
+/// Boxes any body whose errors convert to [`BoxError`].
+pub(crate) fn boxed<B>(body: B) -> ProxyBody
+where
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    use http_body_util::BodyExt;
+    body.map_err(Into::into).boxed_unsync()
+}
+
+/// Serves `io` with `service`: HTTP/2 if `http2`, else HTTP/1 (with upgrades). When the
+/// proxy drains, the connection is told to finish its in-flight requests and close.
+pub(crate) async fn serve_http<I>(io: I, http2: bool, service: HttpService, mut drain: DrainWatch)
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let service = hyper_util::service::TowerToHyperService::new(service);
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    if http2 {
+        builder = builder.http2_only();
+    } else {
+        builder = builder.http1_only();
+    }
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .max_buf_size(64 * 1024);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(64 * 1024);
+    let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
+    tokio::pin!(conn);
+    let result = tokio::select! {
+        result = conn.as_mut() => result,
+        () = drain.signaled() => {
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+    };
+    if let Err(e) = result {
+        tracing::debug!(error = %e, "connection ended with an error");
+    }
+}

@@ -122,3 +122,55 @@ pub async fn run(program: &str, args: &[&str]) -> (i32, String, String) {
         String::from_utf8_lossy(&output.stderr).into_owned(),
     )
 }
+
+/// A GET to a proxy's admin listener, with curl; returns the body.
+pub async fn admin_get(admin: SocketAddr, path: &str) -> String {
+    let (code, body, stderr) = run(
+        "curl",
+        &["-sS", "--max-time", "10", &format!("http://{admin}{path}")],
+    )
+    .await;
+    assert_eq!(code, 0, "GET {path}: {stderr}");
+    body
+}
+
+/// The sum of the Prometheus samples of `name` whose labels include all of `labels`.
+pub fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> u64 {
+    text.lines()
+        .filter(|line| !line.starts_with('#'))
+        .filter_map(|line| {
+            let (series, value) = line.rsplit_once(' ')?;
+            let rest = series.strip_prefix(name)?;
+            if !(rest.is_empty() || rest.starts_with('{')) {
+                return None;
+            }
+            labels
+                .iter()
+                .all(|(k, v)| rest.contains(&format!("{k}=\"{v}\"")))
+                .then(|| value.parse::<f64>().ok())
+                .flatten()
+        })
+        .map(|v| v as u64)
+        .sum()
+}
+
+/// Sends `GET path` with `Host: host` over `client` and reads the whole response.
+pub async fn get(
+    client: &mut mesh_core::test_util::TestClient,
+    host: &str,
+    path: &str,
+) -> (u16, String) {
+    use http_body_util::BodyExt;
+    let req = http::Request::builder()
+        .uri(path)
+        .header(http::header::HOST, host)
+        .body(mesh_core::test_util::empty())
+        .expect("request");
+    let rsp = tokio::time::timeout(Duration::from_secs(10), client.send(req))
+        .await
+        .expect("response in time")
+        .expect("response");
+    let status = rsp.status().as_u16();
+    let body = rsp.into_body().collect().await.expect("body").to_bytes();
+    (status, String::from_utf8_lossy(&body).into_owned())
+}

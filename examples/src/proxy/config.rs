@@ -191,6 +191,10 @@ pub struct Retry {
     /// Also retry methods that are not idempotent (POST, PATCH).
     #[serde(default)]
     pub non_idempotent: bool,
+    /// Retry a request whose connection broke after it was sent (a replica crashing), for the
+    /// methods retried at all (default true).
+    #[serde(default = "yes")]
+    pub on_reset: bool,
 }
 
 impl Default for Retry {
@@ -203,6 +207,7 @@ impl Default for Retry {
             statuses: None,
             body_cap: sixty_four_kib(),
             non_idempotent: false,
+            on_reset: true,
         }
     }
 }
@@ -245,6 +250,9 @@ fn ten_seconds() -> Dur {
 }
 fn thirty_seconds() -> Dur {
     Dur(std::time::Duration::from_secs(30))
+}
+fn yes() -> bool {
+    true
 }
 fn three() -> u32 {
     3

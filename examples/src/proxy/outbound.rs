@@ -126,7 +126,8 @@ fn http_service(
     let mut policy = RetryPolicy::new()
         .max_attempts(retry.attempts)
         .body_cap(retry.body_cap)
-        .retry_non_idempotent(retry.non_idempotent);
+        .retry_non_idempotent(retry.non_idempotent)
+        .retry_resets(retry.on_reset);
     if let Some(statuses) = &retry.statuses {
         let statuses = statuses
             .iter()

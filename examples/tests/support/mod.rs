@@ -50,17 +50,34 @@ impl Mesh {
         dir
     }
 
-    /// A proxy for workload `name` from the TOML `sections`, with the identity and admin
-    /// sections filled in.
-    pub async fn proxy(&self, name: &str, sections: &str) -> Running {
-        let text = format!(
+    /// The TOML of a proxy for workload `name`: the workload, identity and admin sections,
+    /// then `sections`.
+    pub fn config_text(&self, name: &str, sections: &str) -> String {
+        format!(
             "[workload]\nnamespace = \"test\"\ndeployment = \"{name}\"\npod = \"{name}-0\"\n\n\
              [identity]\ndir = {dir:?}\nreload_interval = \"1s\"\n\n\
              [admin]\nlisten = \"127.0.0.1:0\"\n\n{sections}",
             dir = self.creds(name),
-        );
+        )
+    }
+
+    /// A proxy for workload `name` from the TOML `sections`, in this process.
+    pub async fn proxy(&self, name: &str, sections: &str) -> Running {
+        let text = self.config_text(name, sections);
         let config = Config::parse(&text, Path::new("test.toml")).expect("test config");
         Proxy::start(config).await.expect("proxy starts")
+    }
+
+    /// The inbound sections of a proxy in front of `app`, admitting the identities `allow`.
+    pub fn server_sections(app: SocketAddr, allow: &[&str]) -> String {
+        let allow: Vec<String> = allow
+            .iter()
+            .map(|a| format!("{:?}", id(a).as_str()))
+            .collect();
+        format!(
+            "[inbound]\nlisten = \"127.0.0.1:0\"\napp = \"{app}\"\nauthorize = [{}]\n",
+            allow.join(", ")
+        )
     }
 
     /// A proxy in front of `app` for workload `name`, admitting the identities `allow`.
@@ -173,4 +190,72 @@ pub async fn get(
     let status = rsp.status().as_u16();
     let body = rsp.into_body().collect().await.expect("body").to_bytes();
     (status, String::from_utf8_lossy(&body).into_owned())
+}
+
+/// The `mesh-proxy` example binary, built next to this test (by `cargo test --workspace`, or
+/// here, with the same profile, when only this test target was built).
+pub fn proxy_binary() -> PathBuf {
+    static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let exe = std::env::current_exe().expect("test binary path");
+            let profile_dir = exe
+                .parent()
+                .and_then(Path::parent)
+                .expect("target/<profile>");
+            let bin = profile_dir.join("examples").join("mesh-proxy");
+            if !bin.exists() {
+                let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+                let mut build = std::process::Command::new(cargo);
+                build.args(["build", "-p", "examples", "--example", "mesh-proxy"]);
+                if profile_dir.ends_with("release") {
+                    build.arg("--release");
+                }
+                let status = build.status().expect("cargo runs");
+                assert!(status.success(), "building mesh-proxy failed");
+            }
+            bin
+        })
+        .clone()
+}
+
+/// A `mesh-proxy` process and the addresses it printed when ready.
+pub struct ProxyProcess {
+    pub child: tokio::process::Child,
+    pub admin: SocketAddr,
+    pub inbound: Option<SocketAddr>,
+    pub outbound: Option<SocketAddr>,
+}
+
+/// Starts `mesh-proxy --config FILE` and waits for its "ready" line.
+pub async fn spawn_proxy(config: &Path) -> ProxyProcess {
+    use tokio::io::AsyncBufReadExt;
+    let mut child = tokio::process::Command::new(proxy_binary())
+        .arg("--config")
+        .arg(config)
+        .env("MESH_LOG", "warn")
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("mesh-proxy starts");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut lines = tokio::io::BufReader::new(stdout).lines();
+    let line = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
+        .await
+        .expect("ready in time")
+        .expect("read stdout")
+        .expect("a ready line");
+    // Keep reading (and dropping) whatever else it prints, so it never blocks on a full pipe.
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    let field = |name: &str| -> Option<SocketAddr> {
+        line.split_whitespace()
+            .find_map(|f| f.strip_prefix(&format!("{name}=")))
+            .and_then(|v| v.parse().ok())
+    };
+    ProxyProcess {
+        admin: field("admin").unwrap_or_else(|| panic!("admin address in {line:?}")),
+        inbound: field("inbound"),
+        outbound: field("outbound"),
+        child,
+    }
 }

@@ -15,7 +15,8 @@ use crate::grpc::{GrpcCode, GrpcCodeSet};
 /// Which requests and outcomes are retried.
 ///
 /// Defaults: up to 3 tries in all; only idempotent methods (GET, HEAD, OPTIONS, TRACE, PUT,
-/// DELETE); retry on connect errors, per-try timeouts, HTTP 502/503/504 and gRPC UNAVAILABLE;
+/// DELETE); retry on connect errors, per-try timeouts (not on other transport errors unless
+/// [`RetryPolicy::retry_resets`]), HTTP 502/503/504 and gRPC UNAVAILABLE;
 /// request bodies replayable up to 64 KiB; backoff from 25 ms up to 1 s with full jitter; no
 /// per-try timeout.
 #[derive(Clone)]
@@ -26,6 +27,7 @@ pub struct RetryPolicy {
     grpc_codes: GrpcCodeSet,
     connect_errors: bool,
     timeouts: bool,
+    resets: bool,
     pub(super) body_cap: usize,
     pub(super) backoff: Backoff,
     pub(super) per_try_timeout: Option<Duration>,
@@ -44,6 +46,7 @@ impl Default for RetryPolicy {
             grpc_codes: GrpcCodeSet::EMPTY.with(GrpcCode::UNAVAILABLE),
             connect_errors: true,
             timeouts: true,
+            resets: false,
             body_cap: 64 * 1024,
             backoff: Backoff::default(),
             per_try_timeout: None,
@@ -95,6 +98,18 @@ impl RetryPolicy {
         self
     }
 
+    /// Whether other transport errors are retried, such as a connection reset after the request
+    /// was sent (default no). The request may have reached the server, so turn this on only
+    /// where a repeat is harmless: it applies to the methods [`allows_method`] admits (the
+    /// idempotent ones unless told otherwise). A proxy in front of replicas that can crash
+    /// wants it, so that requests in flight on a dying replica are sent to another.
+    ///
+    /// [`allows_method`]: Self::allows_method
+    pub fn retry_resets(mut self, retry: bool) -> Self {
+        self.resets = retry;
+        self
+    }
+
     /// Buffers request bodies up to `cap` bytes so they can be sent again; a larger body makes
     /// its request non-retryable (it is still sent in full).
     pub fn body_cap(mut self, cap: usize) -> Self {
@@ -129,6 +144,7 @@ impl RetryPolicy {
             Class::Failure(FailureReason::Grpc(code)) => self.grpc_codes.contains(code),
             Class::Failure(FailureReason::Error(ErrorKind::Connect)) => self.connect_errors,
             Class::Failure(FailureReason::Error(ErrorKind::Timeout)) => self.timeouts,
+            Class::Failure(FailureReason::Error(ErrorKind::Other)) => self.resets,
             Class::Failure(_) => false,
         }
     }
@@ -149,6 +165,7 @@ impl fmt::Debug for RetryPolicy {
             .field("grpc_codes", &self.grpc_codes)
             .field("connect_errors", &self.connect_errors)
             .field("timeouts", &self.timeouts)
+            .field("resets", &self.resets)
             .field("body_cap", &self.body_cap)
             .field("backoff", &self.backoff)
             .field("per_try_timeout", &self.per_try_timeout)
@@ -286,6 +303,9 @@ mod tests {
         assert!(p.is_retryable(fail(FailureReason::Error(ErrorKind::Connect))));
         assert!(p.is_retryable(fail(FailureReason::Error(ErrorKind::Timeout))));
         assert!(!p.is_retryable(fail(FailureReason::Error(ErrorKind::Other))));
+        let resets = p.clone().retry_resets(true);
+        assert!(resets.is_retryable(fail(FailureReason::Error(ErrorKind::Other))));
+        assert!(!resets.is_retryable(fail(FailureReason::Cancelled)));
         assert!(!p.is_retryable(fail(FailureReason::Cancelled)));
         assert!(!p.is_retryable(Class::Success));
     }

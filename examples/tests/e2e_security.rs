@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use http::{Request, Response};
 use hyper::body::Incoming;
-use mesh_core::test_util::{TestBody, TestServer, full};
+use mesh_core::test_util::{TestServer, full};
 use support::{Mesh, id, run};
 use tokio::io::AsyncWriteExt;
 use tokio::process::Command;

@@ -98,9 +98,21 @@ pub struct Running {
     metrics: HttpMetrics<HttpLabels>,
     tap: Tap,
     store: CredentialStore,
+    snapshots: Vec<(String, &'static str, outbound::SnapshotFn)>,
     drain: Arc<Drain>,
     drain_timeout: Duration,
     tasks: Vec<JoinHandle<()>>,
+}
+
+/// One balancer's view of its endpoints, as [`Running::endpoints`] gives it.
+#[derive(Clone, Debug)]
+pub struct ServiceEndpoints {
+    /// The service's name.
+    pub service: String,
+    /// `http` or `tcp`.
+    pub protocol: &'static str,
+    /// Each endpoint's state.
+    pub endpoints: Vec<mesh_balance::EndpointSnapshot>,
 }
 
 impl Proxy {
@@ -184,7 +196,7 @@ impl Proxy {
         let admin = admin::Admin {
             registry,
             shared: shared.clone(),
-            snapshots: services.snapshots,
+            snapshots: services.snapshots.clone(),
             config,
             drain: Arc::clone(&drain),
         };
@@ -197,6 +209,7 @@ impl Proxy {
             metrics: shared.metrics,
             tap: shared.tap,
             store,
+            snapshots: services.snapshots,
             drain,
             drain_timeout,
             tasks,
@@ -213,6 +226,18 @@ impl Running {
     /// The tap of both directions.
     pub fn tap(&self) -> &Tap {
         &self.tap
+    }
+
+    /// Every balancer's view of its endpoints (what `/endpoints` shows).
+    pub fn endpoints(&self) -> Vec<ServiceEndpoints> {
+        self.snapshots
+            .iter()
+            .map(|(service, protocol, snapshot)| ServiceEndpoints {
+                service: service.clone(),
+                protocol,
+                endpoints: snapshot(),
+            })
+            .collect()
     }
 
     /// The credentials in force (rotations are counted there).

@@ -125,21 +125,26 @@ mod tests {
         assert_eq!("250ms".parse::<Dur>(), Ok(Dur(Duration::from_millis(250))));
         assert_eq!("1.5s".parse::<Dur>(), Ok(Dur(Duration::from_millis(1500))));
         assert_eq!("2m".parse::<Dur>(), Ok(Dur(Duration::from_secs(120))));
-        assert!("5".parse::<Dur>().unwrap_err().contains("no unit"));
+        assert!("5".parse::<Dur>().expect_err("refused").contains("no unit"));
         assert!(
             "5 parsecs"
                 .parse::<Dur>()
-                .unwrap_err()
+                .expect_err("refused")
                 .contains("unknown unit")
         );
-        assert!("ms".parse::<Dur>().unwrap_err().contains("number"));
+        assert!("ms".parse::<Dur>().expect_err("refused").contains("number"));
         assert_eq!(Dur(Duration::from_millis(1500)).to_string(), "1500ms");
     }
 
     #[test]
     fn addresses_and_identities_are_checked() {
         assert!("127.0.0.1:80".parse::<Addr>().is_ok());
-        assert!("localhost".parse::<Addr>().unwrap_err().contains("ip:port"));
+        assert!(
+            "localhost"
+                .parse::<Addr>()
+                .expect_err("refused")
+                .contains("ip:port")
+        );
         assert!("spiffe://mesh.local/ns/a/sa/b".parse::<Id>().is_ok());
         assert!("spiffe://".parse::<Id>().is_err());
     }

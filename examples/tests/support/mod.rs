@@ -192,31 +192,35 @@ pub async fn get(
     (status, String::from_utf8_lossy(&body).into_owned())
 }
 
-/// The `mesh-proxy` example binary, built next to this test (by `cargo test --workspace`, or
-/// here, with the same profile, when only this test target was built).
+/// The `mesh-proxy` example binary.
 pub fn proxy_binary() -> PathBuf {
-    static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
-    BUILT
-        .get_or_init(|| {
-            let exe = std::env::current_exe().expect("test binary path");
-            let profile_dir = exe
-                .parent()
-                .and_then(Path::parent)
-                .expect("target/<profile>");
-            let bin = profile_dir.join("examples").join("mesh-proxy");
-            if !bin.exists() {
-                let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-                let mut build = std::process::Command::new(cargo);
-                build.args(["build", "-p", "examples", "--example", "mesh-proxy"]);
-                if profile_dir.ends_with("release") {
-                    build.arg("--release");
-                }
-                let status = build.status().expect("cargo runs");
-                assert!(status.success(), "building mesh-proxy failed");
-            }
-            bin
-        })
-        .clone()
+    example_binary("mesh-proxy")
+}
+
+/// An example binary of this package, built next to this test (by `cargo test --workspace`,
+/// or here, with the same profile, when only this test target was built).
+pub fn example_binary(name: &str) -> PathBuf {
+    static BUILD: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let exe = std::env::current_exe().expect("test binary path");
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target/<profile>");
+    let bin = profile_dir.join("examples").join(name);
+    let _one_build_at_a_time = BUILD
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if !bin.exists() {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let mut build = std::process::Command::new(cargo);
+        build.args(["build", "-p", "examples", "--example", name]);
+        if profile_dir.ends_with("release") {
+            build.arg("--release");
+        }
+        let status = build.status().expect("cargo runs");
+        assert!(status.success(), "building {name} failed");
+    }
+    bin
 }
 
 /// A `mesh-proxy` process and the addresses it printed when ready.

@@ -69,22 +69,8 @@ async fn curl_reaches_the_app_through_both_proxies_over_http1_and_http2() {
     }
 
     // An authority no service has: a clear 404, at once.
-    let (code, body, _) = run(
-        "curl",
-        &[
-            "-sS",
-            "--max-time",
-            "10",
-            "-w",
-            "%{http_code}",
-            "-H",
-            "Host: nowhere",
-            &url,
-        ],
-    )
-    .await;
-    assert_eq!(code, 0);
-    assert!(body.ends_with("404"), "{body}");
+    let (status, body) = support::curl(&url, "nowhere").await;
+    assert_eq!(status, 404, "{body}");
     assert!(
         body.contains("no service is configured for authority \"nowhere\""),
         "{body}"

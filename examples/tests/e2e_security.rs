@@ -135,22 +135,8 @@ async fn only_authorized_mesh_identities_reach_the_app() {
         )
         .await;
     let url = format!("http://{}/", intruder.outbound.expect("outbound"));
-    let (code, body, _) = run(
-        "curl",
-        &[
-            "-sS",
-            "--max-time",
-            "10",
-            "-w",
-            "%{http_code}",
-            "-H",
-            "Host: web",
-            &url,
-        ],
-    )
-    .await;
-    assert_eq!(code, 0);
-    assert!(body.ends_with("403"), "{body}");
+    let (status, body) = support::curl(&url, "web").await;
+    assert_eq!(status, 403, "{body}");
     assert_eq!(
         seen.load(Ordering::SeqCst),
         1,

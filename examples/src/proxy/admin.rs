@@ -33,21 +33,24 @@ pub(crate) struct Admin {
 /// Serves the admin pages until the task is aborted (the admin listener outlives draining, so
 /// that `/ready` can say the proxy is going away).
 pub(crate) async fn serve(listener: TcpListener, admin: Arc<Admin>) {
+    // Admin connections are never told to drain: their watch belongs to a drain of their own
+    // that is never signalled.
+    let (_never, watch) = Drain::new();
     loop {
-        let Ok((tcp, _)) = listener.accept().await else {
-            continue;
+        let tcp = match listener.accept().await {
+            Ok((tcp, _)) => tcp,
+            Err(e) => {
+                tracing::warn!(error = %e, "admin accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                continue;
+            }
         };
         let admin = Arc::clone(&admin);
         let service = HttpService::new(tower::service_fn(move |req: Request<Incoming>| {
             let admin = Arc::clone(&admin);
             async move { Ok::<_, Infallible>(admin.answer(&req)) }
         }));
-        // Admin connections are not drained: they hold no watch of the proxy's drain.
-        let (_unused, watch) = Drain::new();
-        tokio::spawn(async move {
-            let _keep = _unused;
-            serve_http(tcp, false, service, watch).await;
-        });
+        tokio::spawn(serve_http(tcp, false, service, watch.clone()));
     }
 }
 

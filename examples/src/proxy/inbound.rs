@@ -11,7 +11,7 @@ use http::{Request, Response, Version};
 use hyper::body::Incoming;
 use mesh_core::PeerIdentity;
 use mesh_core::detect::{DetectConfig, Protocol, detect_protocol};
-use mesh_metrics::{CountingIo, Direction, HttpLabels, MetricsLayer};
+use mesh_metrics::{Direction, HttpLabels, MetricsLayer};
 use mesh_tls::authz::{AuthorizeLayer, AuthzPolicy};
 use mesh_tls::{Accepted, Negotiated, ServerIo, SetPeerIdentityLayer, TlsAcceptor};
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -25,7 +25,7 @@ use super::edge::edge;
 use super::endpoint::OPAQUE_ALPN;
 use super::headers::{self, ORIG_PROTO};
 use super::routes::RouteTable;
-use super::serve::serve_http;
+use super::serve::{accept, serve_http};
 use super::{Shared, tcp};
 
 /// Everything a connection on the inbound side needs; cheap to clone.
@@ -75,19 +75,7 @@ impl Inbound {
             .shared
             .tcp_metrics
             .series(&HttpLabels::new(Direction::Inbound));
-        loop {
-            let tcp: TcpStream = tokio::select! {
-                accepted = listener.accept() => match accepted {
-                    Ok((tcp, _)) => tcp,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "inbound accept failed");
-                        continue;
-                    }
-                },
-                () = drain.signaled() => return,
-            };
-            let _ = tcp.set_nodelay(true);
-            let io = CountingIo::new(tcp, series.clone());
+        while let Some(io) = accept(&listener, &series, &mut drain, "inbound").await {
             let (this, series, drain) = (self.clone(), series.clone(), drain.clone());
             tokio::spawn(async move {
                 match this.acceptor.accept(io).await {

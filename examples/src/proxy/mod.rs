@@ -9,6 +9,33 @@
 //! - Inbound (from the mesh): TLS detection, mTLS termination, authorization by peer
 //!   identity, metrics and tap, and the app called with the peer's identity in a header.
 //! - Admin: `/metrics`, `/ready`, `/live`, `/tap`, `/endpoints`, `/config`.
+//!
+//! ```
+//! use std::path::Path;
+//! use examples::proxy::Config;
+//!
+//! let text = r#"
+//! [identity]
+//! dir = "certs/web"
+//!
+//! [admin]
+//! listen = "127.0.0.1:4191"
+//!
+//! [inbound]
+//! listen = "127.0.0.1:4143"
+//! app = "127.0.0.1:8080"
+//! authorize = ["spiffe://mesh.local/ns/default/sa/*"]
+//! detect_timeout = "1 fortnight"
+//! "#;
+//! // Mistakes are reported by file, line and key.
+//! let err = Config::parse(text, Path::new("web.toml")).expect_err("a bad duration");
+//! assert_eq!((err.line, err.key.as_deref()), (Some(12), Some("inbound.detect_timeout")));
+//! assert!(err.to_string().starts_with("web.toml:12: key `inbound.detect_timeout`: "));
+//!
+//! let config = Config::parse(&text.replace("1 fortnight", "500ms"), Path::new("web.toml"))?;
+//! assert_eq!(config.inbound.expect("inbound").detect_timeout.0.as_millis(), 500);
+//! # Ok::<(), examples::proxy::ConfigError>(())
+//! ```
 
 mod admin;
 mod client;
@@ -38,6 +65,7 @@ use tokio::task::JoinHandle;
 pub use self::config::{Config, ConfigError};
 pub use self::discovery::DiscoveryError;
 use self::drain::Drain;
+pub use self::values::{Addr, Dur, Id};
 
 /// What every part of a proxy shares; cheap to clone.
 #[derive(Clone)]

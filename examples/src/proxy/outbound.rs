@@ -17,8 +17,8 @@ use mesh_balance::{Balance, BalanceConfig, EndpointSnapshot};
 use mesh_core::detect::{DetectConfig, Protocol, detect_protocol};
 use mesh_core::retry::{RetryBudget, RetryLayer, RetryPolicy};
 use mesh_core::{BoxError, Endpoint, TimeoutLayer};
-use mesh_metrics::{CountingIo, Direction, HttpLabels, MetricsLayer};
-use tokio::net::{TcpListener, TcpStream};
+use mesh_metrics::{Direction, HttpLabels, MetricsLayer};
+use tokio::net::TcpListener;
 use tower::{Service, ServiceBuilder, ServiceExt};
 
 use super::config::{self, Config};
@@ -27,7 +27,7 @@ use super::drain::DrainWatch;
 use super::edge::{edge, unknown_authority};
 use super::endpoint::{EndpointClient, Handoff, TcpEndpoint};
 use super::routes::RouteTable;
-use super::serve::{HttpService, ProxyBody, serve_http};
+use super::serve::{HttpService, ProxyBody, accept, serve_http};
 use super::{Shared, StartError, tcp};
 
 /// What `/endpoints` shows of one balancer.
@@ -216,19 +216,7 @@ pub(crate) async fn serve(
     let series = shared
         .tcp_metrics
         .series(&HttpLabels::new(Direction::Outbound));
-    loop {
-        let (tcp, _) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(e) => {
-                    tracing::warn!(error = %e, "outbound accept failed");
-                    continue;
-                }
-            },
-            () = drain.signaled() => return,
-        };
-        let _ = tcp.set_nodelay(true);
-        let io = CountingIo::new(tcp, series.clone());
+    while let Some(io) = accept(&listener, &series, &mut drain, "outbound").await {
         let (router, opaque, conn_drain) = (router.clone(), opaque.clone(), drain.clone());
         tokio::spawn(async move {
             let detected = match detect_protocol(io, detect).await {
@@ -263,19 +251,7 @@ pub(crate) async fn serve_tcp(
     let mut labels = HttpLabels::new(Direction::Outbound);
     labels.authority = http::uri::Authority::try_from(name.as_str()).ok();
     let series = shared.tcp_metrics.series(&labels);
-    loop {
-        let tcp: TcpStream = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok((tcp, _)) => tcp,
-                Err(e) => {
-                    tracing::warn!(error = %e, "tcp accept failed");
-                    continue;
-                }
-            },
-            () = drain.signaled() => return,
-        };
-        let _ = tcp.set_nodelay(true);
-        let io = CountingIo::new(tcp, series.clone());
+    while let Some(io) = accept(&listener, &series, &mut drain, "tcp").await {
         tokio::spawn(forward(io, balance.clone(), drain.clone()));
     }
 }

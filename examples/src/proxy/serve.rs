@@ -9,7 +9,12 @@ use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use mesh_core::BoxError;
+use std::sync::Arc;
+use std::time::Duration;
+
+use mesh_metrics::{CountingIo, TcpSeries};
 use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, TcpStream};
 use tower::util::BoxCloneSyncService;
 
 use super::drain::DrainWatch;
@@ -63,5 +68,30 @@ where
     };
     if let Err(e) = result {
         tracing::debug!(error = %e, "connection ended with an error");
+    }
+}
+
+/// The next connection on `listener`, counted in `series`, or `None` once the proxy drains.
+pub(crate) async fn accept(
+    listener: &TcpListener,
+    series: &Arc<TcpSeries>,
+    drain: &mut DrainWatch,
+    what: &'static str,
+) -> Option<CountingIo<TcpStream>> {
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((tcp, _)) => {
+                    let _ = tcp.set_nodelay(true);
+                    return Some(CountingIo::new(tcp, Arc::clone(series)));
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, listener = what, "accept failed");
+                    // Out of file descriptors, say: pause rather than spin.
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            },
+            () = drain.signaled() => return None,
+        }
     }
 }

@@ -263,3 +263,25 @@ pub async fn spawn_proxy(config: &Path) -> ProxyProcess {
         child,
     }
 }
+
+/// `curl` GET of `url` with `Host: host`; returns (HTTP status, body).
+pub async fn curl(url: &str, host: &str) -> (u16, String) {
+    let host = format!("Host: {host}");
+    let (code, out, stderr) = run(
+        "curl",
+        &[
+            "-sS",
+            "--max-time",
+            "10",
+            "-w",
+            "\n%{http_code}",
+            "-H",
+            &host,
+            url,
+        ],
+    )
+    .await;
+    assert_eq!(code, 0, "curl {url}: {stderr}");
+    let (body, status) = out.rsplit_once('\n').unwrap_or(("", &out));
+    (status.parse().unwrap_or(0), body.to_owned())
+}

@@ -69,7 +69,7 @@ async fn curl_reaches_the_app_through_both_proxies_over_http1_and_http2() {
     }
 
     // An authority no service has: a clear 404, at once.
-    let (status, body) = support::curl(&url, "nowhere").await;
+    let (status, body) = support::curl(&url, "nowhere", &[]).await;
     assert_eq!(status, 404, "{body}");
     assert!(
         body.contains("no service is configured for authority \"nowhere\""),

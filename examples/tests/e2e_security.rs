@@ -135,7 +135,7 @@ async fn only_authorized_mesh_identities_reach_the_app() {
         )
         .await;
     let url = format!("http://{}/", intruder.outbound.expect("outbound"));
-    let (status, body) = support::curl(&url, "web").await;
+    let (status, body) = support::curl(&url, "web", &[]).await;
     assert_eq!(status, 403, "{body}");
     assert_eq!(
         seen.load(Ordering::SeqCst),
@@ -147,4 +147,40 @@ async fn only_authorized_mesh_identities_reach_the_app() {
     let metrics = support::admin_get(server.admin, "/metrics").await;
     assert!(metrics.contains("no_client_cert"), "{metrics}");
     assert!(metrics.contains("not_tls"), "{metrics}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn permissive_mode_admits_plaintext_only_when_told_and_never_with_an_identity() {
+    let mesh = Mesh::new("permissive");
+    let app = TestServer::start(|req: Request<Incoming>| async move {
+        let caller = req
+            .headers()
+            .get("mesh-client-id")
+            .and_then(|v| v.to_str().ok());
+        Response::new(full(format!("caller={}", caller.unwrap_or("-"))))
+    })
+    .await
+    .expect("app");
+    let inbound = |extra: &str| {
+        format!(
+            "[inbound]\nlisten = \"127.0.0.1:0\"\napp = \"{}\"\nmode = \"permissive\"\n\
+             authorize = [{:?}]\n{extra}",
+            app.addr(),
+            id("client").as_str()
+        )
+    };
+    let closed = mesh.proxy("web", &inbound("")).await;
+    let open = mesh
+        .proxy("web", &inbound("allow_unauthenticated = true\n"))
+        .await;
+    for (proxy, expected) in [(&closed, 403), (&open, 200)] {
+        let url = format!("http://{}/", proxy.inbound.expect("inbound"));
+        let spoof = "mesh-client-id: spiffe://mesh.local/ns/evil/sa/mallory";
+        let (status, body) = support::curl(&url, "web", &[spoof]).await;
+        assert_eq!(status, expected, "{body}");
+        if expected == 200 {
+            // A plaintext client has no identity, and cannot claim one.
+            assert_eq!(body, "caller=-");
+        }
+    }
 }

@@ -85,6 +85,10 @@ pub struct Inbound {
     /// nobody (secure by default).
     #[serde(default)]
     pub authorize: Vec<Spanned<String>>,
+    /// Also admit clients without a mesh identity (plaintext, so only with `mode =
+    /// "permissive"`): for moving a workload onto the mesh. Default false.
+    #[serde(default)]
+    pub allow_unauthenticated: bool,
     /// The header that tells the app who called (any such header from the client is removed
     /// first).
     #[serde(default = "default_identity_header")]

@@ -50,6 +50,7 @@ impl Inbound {
         let patterns = config.authorize.iter().map(|p| p.get_ref().as_str());
         let policy =
             AuthzPolicy::allow(patterns).map_err(|e| super::StartError::Authz(e.to_string()))?;
+        let policy = policy.allow_unauthenticated(config.allow_unauthenticated);
         let header = HeaderName::from_bytes(config.identity_header.as_bytes()).map_err(|_| {
             super::StartError::Authz(format!("bad identity header {:?}", config.identity_header))
         })?;

@@ -264,23 +264,24 @@ pub async fn spawn_proxy(config: &Path) -> ProxyProcess {
     }
 }
 
-/// `curl` GET of `url` with `Host: host`; returns (HTTP status, body).
-pub async fn curl(url: &str, host: &str) -> (u16, String) {
+/// `curl` GET of `url` with `Host: host` and the `headers` (`Name: value`); returns (HTTP
+/// status, body).
+pub async fn curl(url: &str, host: &str, headers: &[&str]) -> (u16, String) {
     let host = format!("Host: {host}");
-    let (code, out, stderr) = run(
-        "curl",
-        &[
-            "-sS",
-            "--max-time",
-            "10",
-            "-w",
-            "\n%{http_code}",
-            "-H",
-            &host,
-            url,
-        ],
-    )
-    .await;
+    let mut args = vec![
+        "-sS",
+        "--max-time",
+        "10",
+        "-w",
+        "\n%{http_code}",
+        "-H",
+        &host,
+    ];
+    for header in headers {
+        args.extend(["-H", header]);
+    }
+    args.push(url);
+    let (code, out, stderr) = run("curl", &args).await;
     assert_eq!(code, 0, "curl {url}: {stderr}");
     let (body, status) = out.rsplit_once('\n').unwrap_or(("", &out));
     (status.parse().unwrap_or(0), body.to_owned())

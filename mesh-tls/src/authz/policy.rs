@@ -105,6 +105,7 @@ impl IdentityPattern {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct AuthzPolicy {
     allow: Vec<IdentityPattern>,
+    unauthenticated: bool,
 }
 
 impl AuthzPolicy {
@@ -116,13 +117,28 @@ impl AuthzPolicy {
             .into_iter()
             .map(|p| p.as_ref().parse())
             .collect::<Result<_, _>>()?;
-        Ok(Self { allow })
+        Ok(Self {
+            allow,
+            unauthenticated: false,
+        })
     }
 
-    /// Whether `peer` is admitted: authenticated, with an identity some pattern matches.
+    /// Also admits peers without an identity (plaintext clients of a permissive acceptor), as
+    /// while a workload moves onto the mesh. Off by default; requests with no peer recorded at
+    /// all are still refused.
+    pub fn allow_unauthenticated(mut self, allow: bool) -> Self {
+        self.unauthenticated = allow;
+        self
+    }
+
+    /// Whether `peer` is admitted: authenticated with an identity some pattern matches, or
+    /// unauthenticated if [`allow_unauthenticated`](Self::allow_unauthenticated) said so.
     pub fn permits(&self, peer: Option<&PeerIdentity>) -> bool {
-        match peer.and_then(PeerIdentity::identity) {
-            Some(identity) => self.allow.iter().any(|p| p.matches(identity)),
+        match peer {
+            Some(PeerIdentity::Authenticated(identity)) => {
+                self.allow.iter().any(|p| p.matches(identity))
+            }
+            Some(PeerIdentity::Unauthenticated) => self.unauthenticated,
             None => false,
         }
     }
@@ -180,5 +196,12 @@ mod tests {
         assert!(!policy.permits(Some(&PeerIdentity::Unauthenticated)));
         assert!(!policy.permits(None));
         assert!(!AuthzPolicy::default().permits(Some(&web)));
+
+        // Admitting plaintext peers, on request, changes nothing for the others.
+        let open = policy.allow_unauthenticated(true);
+        assert!(open.permits(Some(&PeerIdentity::Unauthenticated)));
+        assert!(open.permits(Some(&web)));
+        assert!(!open.permits(Some(&db)));
+        assert!(!open.permits(None));
     }
 }

@@ -56,14 +56,16 @@ where
     }
 
     /// Sends `req` over HTTP/2 or HTTP/1. The URI is made absolute first (the pools are keyed
-    /// by authority), from the `Host` header or `fallback`.
+    /// by authority): from the `Host` header if `from_host` (where the authority travels on,
+    /// as HTTP/2's `:authority`), else `fallback` (one pool, and the `Host` header is kept).
     pub(crate) fn send(
         &self,
         mut req: Request<B>,
         http2: bool,
+        from_host: bool,
         fallback: &Authority,
     ) -> ResponseFuture {
-        absolute_uri(&mut req, fallback);
+        absolute_uri(&mut req, from_host, fallback);
         if http2 {
             *req.version_mut() = Version::HTTP_2;
             self.h2.request(req)
@@ -75,7 +77,7 @@ where
 }
 
 /// Gives `req` an absolute URI (`http://authority/path`), as hyper-util's client wants.
-fn absolute_uri<B>(req: &mut Request<B>, fallback: &Authority) {
+fn absolute_uri<B>(req: &mut Request<B>, from_host: bool, fallback: &Authority) {
     if req.uri().authority().is_some() && req.uri().scheme().is_some() {
         return;
     }
@@ -84,7 +86,10 @@ fn absolute_uri<B>(req: &mut Request<B>, fallback: &Authority) {
         .authority()
         .cloned()
         .or_else(|| {
-            let host = req.headers().get(http::header::HOST)?;
+            let host = req
+                .headers()
+                .get(http::header::HOST)
+                .filter(|_| from_host)?;
             Authority::try_from(host.as_bytes()).ok()
         })
         .unwrap_or_else(|| fallback.clone());
@@ -136,16 +141,25 @@ mod tests {
             .header("host", "web:8080")
             .body(())
             .expect("request");
-        absolute_uri(&mut req, &fallback);
+        absolute_uri(&mut req, true, &fallback);
         assert_eq!(req.uri(), "http://web:8080/a?b=1");
+        // Not from the Host header: one pool for the app, the header itself untouched.
+        let mut req = Request::builder()
+            .uri("/a")
+            .header("host", "web:8080")
+            .body(())
+            .expect("request");
+        absolute_uri(&mut req, false, &fallback);
+        assert_eq!(req.uri(), "http://app/a");
+        assert_eq!(req.headers()["host"], "web:8080");
         let mut req = Request::builder().uri("/x").body(()).expect("request");
-        absolute_uri(&mut req, &fallback);
+        absolute_uri(&mut req, true, &fallback);
         assert_eq!(req.uri(), "http://app/x");
         let mut req = Request::builder()
             .uri("http://b/y")
             .body(())
             .expect("request");
-        absolute_uri(&mut req, &fallback);
+        absolute_uri(&mut req, true, &fallback);
         assert_eq!(req.uri(), "http://b/y");
     }
 }

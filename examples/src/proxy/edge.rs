@@ -18,11 +18,11 @@ use tower::Service;
 use super::serve::{HttpService, ProxyBody, boxed};
 use super::upgrade;
 
-/// Adapts a stack to [`HttpService`].
+/// Adapts a stack to what the proxy's servers call.
 #[derive(Clone, Debug)]
-pub(crate) struct Edge<S>(S);
+pub(crate) struct Edge<S>(pub(crate) S);
 
-/// Boxes `stack` behind an [`Edge`].
+/// Boxes `stack` behind an [`Edge`], for tables of services of different types.
 pub(crate) fn edge<S, B>(stack: S) -> HttpService
 where
     S: Service<Request<Incoming>, Response = Response<B>> + Clone + Send + Sync + 'static,

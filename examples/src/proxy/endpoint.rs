@@ -83,7 +83,7 @@ impl tower::Service<Request<OutboundBody>> for EndpointClient {
         } else {
             req.headers_mut().remove(ORIG_PROTO);
         }
-        self.client.send(req, !upgrade, &self.authority)
+        self.client.send(req, !upgrade, true, &self.authority)
     }
 }
 

@@ -21,7 +21,7 @@ use tower::ServiceBuilder;
 use super::client::{DualClient, FixedConnector};
 use super::config;
 use super::drain::DrainWatch;
-use super::edge::edge;
+use super::edge::Edge;
 use super::endpoint::OPAQUE_ALPN;
 use super::headers::{self, ORIG_PROTO};
 use super::routes::RouteTable;
@@ -62,6 +62,7 @@ impl Inbound {
                 authority: Authority::try_from(config.app.0.to_string())
                     .unwrap_or_else(|_| Authority::from_static("app")),
                 header: Arc::new(header),
+                peer: None,
             },
             opaque_app: config.opaque_app.unwrap_or(config.app).0,
             routes: RouteTable::new(&config.routes),
@@ -108,7 +109,24 @@ impl Inbound {
             ServerIo::Tls(tls) => tls.get_ref().1.alpn_protocol() == Some(OPAQUE_ALPN),
             ServerIo::Plain(_) => false,
         };
-        let service = self.http_service(peer);
+        // The layers this connection's requests go through, for the peer the handshake proved.
+        // The stack stays unboxed: it is cloned per request.
+        let routes = self.routes.clone();
+        let labeler = move |req: &Request<Incoming>| {
+            let mut labels = HttpLabels::from_request(Direction::Inbound, req);
+            labels.route = routes.name(req.uri().path());
+            labels
+        };
+        let metrics = MetricsLayer::new(self.shared.metrics.clone(), labeler)
+            .with_tap(self.shared.tap.clone(), Direction::Inbound);
+        let app = self.app.for_peer(&peer);
+        let service = Edge(
+            ServiceBuilder::new()
+                .layer(SetPeerIdentityLayer::new(peer))
+                .layer(metrics)
+                .layer(AuthorizeLayer::new(self.policy.clone()))
+                .service(app),
+        );
         match negotiated {
             Negotiated::Http2 => return serve_http(io, true, service, drain).await,
             Negotiated::Http1 => return serve_http(io, false, service, drain).await,
@@ -125,25 +143,6 @@ impl Inbound {
             Ok(d) => opaque_to_app(d.io, app, drain).await,
             Err(e) => tracing::debug!(error = %e, "inbound detection failed"),
         }
-    }
-
-    /// The layers a connection's requests go through, for the peer the handshake proved.
-    fn http_service(&self, peer: PeerIdentity) -> super::serve::HttpService {
-        let routes = self.routes.clone();
-        let labeler = move |req: &Request<Incoming>| {
-            let mut labels = HttpLabels::from_request(Direction::Inbound, req);
-            labels.route = routes.name(req.uri().path());
-            labels
-        };
-        let metrics = MetricsLayer::new(self.shared.metrics.clone(), labeler)
-            .with_tap(self.shared.tap.clone(), Direction::Inbound);
-        edge(
-            ServiceBuilder::new()
-                .layer(SetPeerIdentityLayer::new(peer))
-                .layer(metrics)
-                .layer(AuthorizeLayer::new(self.policy.clone()))
-                .service(self.app.clone()),
-        )
     }
 }
 
@@ -163,6 +162,23 @@ struct AppClient {
     client: DualClient<FixedConnector, Incoming>,
     authority: Authority,
     header: Arc<HeaderName>,
+    /// The proven identity of this connection's peer, ready to insert (made once per
+    /// connection, not per request).
+    peer: Option<HeaderValue>,
+}
+
+impl AppClient {
+    /// The client for one connection's requests, from `peer`.
+    fn for_peer(&self, peer: &PeerIdentity) -> Self {
+        let value = peer.identity().and_then(|id| {
+            HeaderValue::from_maybe_shared(bytes::Bytes::copy_from_slice(id.as_str().as_bytes()))
+                .ok()
+        });
+        Self {
+            peer: value,
+            ..self.clone()
+        }
+    }
 }
 
 impl tower::Service<Request<Incoming>> for AppClient {
@@ -178,18 +194,13 @@ impl tower::Service<Request<Incoming>> for AppClient {
         let upgrade = headers::is_upgrade(&req);
         let http1 =
             req.headers_mut().remove(ORIG_PROTO).is_some() || req.version() < Version::HTTP_2;
-        let peer = PeerIdentity::of(&req)
-            .and_then(PeerIdentity::identity)
-            .cloned();
         let headers = req.headers_mut();
         headers::strip_hop_by_hop(headers, upgrade);
         // Whatever the client sent under this name is removed: only the proxy says who called.
         headers.remove(&*self.header);
-        if let Some(identity) = peer
-            && let Ok(value) = HeaderValue::from_str(identity.as_str())
-        {
-            headers.insert((*self.header).clone(), value);
+        if let Some(value) = &self.peer {
+            headers.insert((*self.header).clone(), value.clone());
         }
-        self.client.send(req, !http1, &self.authority)
+        self.client.send(req, !http1, false, &self.authority)
     }
 }

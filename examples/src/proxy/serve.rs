@@ -37,10 +37,16 @@ where
 }
 
 /// Serves `io` with `service`: HTTP/2 if `http2`, else HTTP/1 (with upgrades). When the
-/// proxy drains, the connection is told to finish its in-flight requests and close.
-pub(crate) async fn serve_http<I>(io: I, http2: bool, service: HttpService, mut drain: DrainWatch)
+/// proxy drains, the connection is told to finish its in-flight requests and close. The
+/// service is cloned for each request, so a concrete (unboxed) stack is cheapest.
+pub(crate) async fn serve_http<I, S>(io: I, http2: bool, service: S, mut drain: DrainWatch)
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    S: tower::Service<Request<Incoming>, Response = Response<ProxyBody>, Error = Infallible>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
 {
     let service = hyper_util::service::TowerToHyperService::new(service);
     let mut builder = auto::Builder::new(TokioExecutor::new());

@@ -75,4 +75,11 @@ async fn curl_reaches_the_app_through_both_proxies_over_http1_and_http2() {
         body.contains("no service is configured for authority \"nowhere\""),
         "{body}"
     );
+
+    // Oversized request headers: refused with 431 by the outbound proxy, which goes on serving.
+    let big = format!("x-big: {}", "a".repeat(100 * 1024));
+    let (status, _) = support::curl(&url, "web", &[&big]).await;
+    assert_eq!(status, 431);
+    let (status, body) = support::curl(&url, "web", &[]).await;
+    assert_eq!(status, 200, "{body}");
 }

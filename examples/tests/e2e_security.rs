@@ -194,11 +194,20 @@ async fn an_endpoint_with_another_identity_is_never_sent_the_request() {
     let server = mesh.server("impostor", app.addr(), &["client"]).await;
     // The client expects `web` at this address; `impostor` answers there.
     let client = mesh
-        .client("client", "web", "web", &[server.inbound.expect("inbound")], "[service.retry]\nattempts = 1\n")
+        .client(
+            "client",
+            "web",
+            "web",
+            &[server.inbound.expect("inbound")],
+            "[service.retry]\nattempts = 1\n",
+        )
         .await;
     let url = format!("http://{}/", client.outbound.expect("outbound"));
     let (status, body) = support::curl(&url, "web", &[]).await;
     assert_eq!(status, 502, "{body}");
     assert!(!body.contains("secret"), "{body}");
-    assert!(body.contains(id("web").as_str()) && body.contains(id("impostor").as_str()), "{body}");
+    assert!(
+        body.contains(id("web").as_str()) && body.contains(id("impostor").as_str()),
+        "{body}"
+    );
 }

@@ -177,11 +177,17 @@ async fn each_kind_of_config_mistake_names_file_line_and_key_and_exits_2() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_lets_a_long_request_finish_then_exits_0() {
     let mesh = Mesh::new("sigterm");
-    let app = TestServer::start(|req: Request<Incoming>| async move {
-        if req.uri().path() == "/slow" {
-            tokio::time::sleep(Duration::from_millis(1500)).await;
+    // The app says when the slow request has reached it, so that SIGTERM comes mid-request.
+    let (arrived_tx, mut arrived) = tokio::sync::mpsc::channel::<()>(1);
+    let app = TestServer::start(move |req: Request<Incoming>| {
+        let arrived_tx = arrived_tx.clone();
+        async move {
+            if req.uri().path() == "/slow" {
+                let _ = arrived_tx.send(()).await;
+                tokio::time::sleep(Duration::from_millis(1500)).await;
+            }
+            Response::<TestBody>::new(full("done"))
         }
-        Response::<TestBody>::new(full("done"))
     })
     .await
     .expect("app");
@@ -201,7 +207,9 @@ async fn sigterm_lets_a_long_request_finish_then_exits_0() {
         .await
         .expect("connect");
     let slow = tokio::spawn(async move { get(&mut conn, "web", "/slow").await });
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    tokio::time::timeout(Duration::from_secs(10), arrived.recv())
+        .await
+        .expect("the slow request reaches the app");
     let pid = proxy.child.id().expect("pid").to_string();
     let (code, _, _) = support::run("kill", &["-TERM", &pid]).await;
     assert_eq!(code, 0);

@@ -246,6 +246,15 @@ async fn opaque_tcp_is_meshed_on_a_dedicated_port_and_when_detected() {
         let waited = banner_then_echo(client.outbound.expect("outbound")).await;
         assert!(waited >= Duration::from_millis(200), "detection waited {waited:?}");
 
+        // A meshed peer the policy does not name gets nothing: its connection is closed before
+        // the server speaks.
+        let intruder = mesh.proxy("intruder", &sections).await;
+        let mut tcp = TcpStream::connect(intruder.tcp[0]).await.expect("connect");
+        let mut banner = Vec::new();
+        let closed = tokio::time::timeout(Duration::from_secs(5), tcp.read_to_end(&mut banner)).await;
+        assert!(closed.is_ok(), "the connection stays open");
+        assert!(banner.is_empty(), "{:?}", String::from_utf8_lossy(&banner));
+
         // Both went over mTLS: the server proxy counted two more handshakes.
         let metrics = support::admin_get(server.admin, "/metrics").await;
         assert!(support::sample(&metrics, "mesh_tcp_tls_handshakes_total", &[("direction", "inbound")]) >= 2, "{metrics}");

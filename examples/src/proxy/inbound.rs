@@ -122,7 +122,7 @@ impl Inbound {
         let app = self.app.for_peer(&peer);
         let service = Edge(
             ServiceBuilder::new()
-                .layer(SetPeerIdentityLayer::new(peer))
+                .layer(SetPeerIdentityLayer::new(peer.clone()))
                 .layer(metrics)
                 .layer(AuthorizeLayer::new(self.policy.clone()))
                 .service(app),
@@ -132,18 +132,30 @@ impl Inbound {
             Negotiated::Http1 => return serve_http(io, false, service, drain).await,
             Negotiated::None => {}
         }
+        // Opaque bytes have no requests to refuse one by one: the peer is authorized once, for
+        // the whole connection, before anything reaches the app.
         let app = self.opaque_app;
+        let permitted = self.policy.permits(Some(&peer));
         if opaque_alpn {
+            if !permitted {
+                return refuse_opaque(&peer);
+            }
             return opaque_to_app(io, app, drain).await;
         }
         // No ALPN (plaintext in permissive mode, or a client that offered none): detect.
         match detect_protocol(io, self.detect).await {
             Ok(d) if d.protocol == Protocol::Http1 => serve_http(d.io, false, service, drain).await,
             Ok(d) if d.protocol == Protocol::Http2 => serve_http(d.io, true, service, drain).await,
+            Ok(_) if !permitted => refuse_opaque(&peer),
             Ok(d) => opaque_to_app(d.io, app, drain).await,
             Err(e) => tracing::debug!(error = %e, "inbound detection failed"),
         }
     }
+}
+
+/// Closes an opaque connection from a peer the policy does not admit.
+fn refuse_opaque(peer: &PeerIdentity) {
+    tracing::info!(%peer, "opaque connection refused: the peer is not authorized");
 }
 
 async fn opaque_to_app<I>(io: I, app: std::net::SocketAddr, drain: DrainWatch)

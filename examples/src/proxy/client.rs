@@ -51,7 +51,13 @@ where
         };
         Self {
             h1: builder().build(h1),
-            h2: builder().http2_only(true).build(h2),
+            // Pings find a dead peer on an idle or stuck connection (a silent network
+            // partition sends no reset), so its requests fail over instead of hanging.
+            h2: builder()
+                .http2_only(true)
+                .http2_keep_alive_interval(Duration::from_secs(10))
+                .http2_keep_alive_timeout(Duration::from_secs(20))
+                .build(h2),
         }
     }
 

@@ -58,6 +58,9 @@
 //! ```
 pub mod discover;
 
+#[cfg(feature = "test-util")]
+pub mod test_util;
+
 mod alias;
 mod balance;
 mod body;

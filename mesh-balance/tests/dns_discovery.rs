@@ -1,90 +1,22 @@
 //! DNS discovery against a real DNS server on 127.0.0.1, started by the test: a small UDP
 //! responder built on hickory-proto's message types, whose records the test changes.
 
-use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures_core::Stream;
-use hickory_resolver::proto::op::{Message, MessageType, ResponseCode};
 use hickory_resolver::proto::rr::rdata::{A, SRV};
-use hickory_resolver::proto::rr::{Name, RData, Record, RecordType};
+use hickory_resolver::proto::rr::{Name, RData, RecordType};
 use mesh_balance::discover::dns::{self, DnsConfig, DnsTarget};
 use mesh_balance::discover::{EndpointChange, Updates};
-use tokio::net::UdpSocket;
+use mesh_balance::test_util::{DnsServer, Zone};
 use tower::discover::Change;
-
-/// Record data by (name, type).
-type Records = HashMap<(String, RecordType), Vec<RData>>;
-
-/// The records served, and the TTL of every answer.
-#[derive(Clone, Default)]
-struct Zone {
-    records: Arc<Mutex<Records>>,
-    ttl: u32,
-}
-
-impl Zone {
-    fn set(&self, name: &str, rtype: RecordType, data: Vec<RData>) {
-        self.records
-            .lock()
-            .expect("lock")
-            .insert((name.to_owned(), rtype), data);
-    }
-}
-
-/// Answers queries from `zone`: NXDOMAIN for names it does not have at all.
-async fn dns_server(zone: Zone) -> SocketAddr {
-    dns_server_task(zone).await.0
-}
-
-async fn dns_server_task(zone: Zone) -> (SocketAddr, tokio::task::JoinHandle<()>) {
-    let socket = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
-    let addr = socket.local_addr().expect("addr");
-    let task = tokio::spawn(async move {
-        let mut buf = vec![0u8; 4096];
-        while let Ok((n, from)) = socket.recv_from(&mut buf).await {
-            let Ok(query) = Message::from_vec(&buf[..n]) else {
-                continue;
-            };
-            let mut rsp = Message::new(
-                query.metadata.id,
-                MessageType::Response,
-                query.metadata.op_code,
-            );
-            rsp.metadata.authoritative = true;
-            rsp.metadata.recursion_desired = query.metadata.recursion_desired;
-            rsp.metadata.recursion_available = true;
-            let records = zone.records.lock().expect("lock").clone();
-            for q in &query.queries {
-                rsp.add_query(q.clone());
-                let name = q.name().to_ascii();
-                let known = records.keys().any(|(n, _)| *n == name);
-                if !known {
-                    rsp.metadata.response_code = ResponseCode::NXDomain;
-                }
-                for data in records.get(&(name, q.query_type())).into_iter().flatten() {
-                    rsp.add_answer(Record::from_rdata(q.name().clone(), zone.ttl, data.clone()));
-                }
-            }
-            if let Ok(bytes) = rsp.to_vec() {
-                let _ = socket.send_to(&bytes, from).await;
-            }
-        }
-    });
-    (addr, task)
-}
 
 /// `web.mesh.test` with one A record, 127.0.0.`last`, and a TTL of one second.
 fn web_zone(last: u8) -> Zone {
-    let zone = Zone {
-        ttl: 1,
-        ..Zone::default()
-    };
-    zone.set("web.mesh.test.", RecordType::A, vec![a([127, 0, 0, last])]);
-    zone.set("web.mesh.test.", RecordType::AAAA, vec![]);
+    let zone = Zone::new(1);
+    zone.set_a("web.mesh.test.", Ipv4Addr::new(127, 0, 0, last));
     zone
 }
 
@@ -126,17 +58,15 @@ fn config(server: SocketAddr) -> DnsConfig {
 
 #[tokio::test]
 async fn a_records_are_re_resolved_when_their_ttl_runs_out() {
-    let zone = Zone {
-        ttl: 1,
-        ..Zone::default()
-    };
+    let zone = Zone::new(1);
     zone.set(
         "web.mesh.test.",
         RecordType::A,
         vec![a([127, 0, 0, 10]), a([127, 0, 0, 11])],
     );
     zone.set("web.mesh.test.", RecordType::AAAA, vec![]);
-    let server = dns_server(zone.clone()).await;
+    let dns = DnsServer::start(zone.clone()).await.expect("dns server");
+    let server = dns.addr();
     let target = DnsTarget::Host {
         name: "web.mesh.test".into(),
         port: 8080,
@@ -165,10 +95,7 @@ async fn a_records_are_re_resolved_when_their_ttl_runs_out() {
 
 #[tokio::test]
 async fn srv_records_give_ports_and_weights_of_the_best_priority() {
-    let zone = Zone {
-        ttl: 30,
-        ..Zone::default()
-    };
+    let zone = Zone::new(30);
     let name = |s: &str| Name::from_ascii(s).expect("name");
     zone.set(
         "_http._tcp.web.mesh.test.",
@@ -187,7 +114,8 @@ async fn srv_records_give_ports_and_weights_of_the_best_priority() {
         zone.set(host, RecordType::A, vec![a([127, 0, 0, ip])]);
         zone.set(host, RecordType::AAAA, vec![]);
     }
-    let server = dns_server(zone).await;
+    let dns = DnsServer::start(zone).await.expect("dns server");
+    let server = dns.addr();
     let target = DnsTarget::Srv {
         name: "_http._tcp.web.mesh.test".into(),
     };
@@ -201,7 +129,8 @@ async fn srv_records_give_ports_and_weights_of_the_best_priority() {
 #[tokio::test]
 async fn a_vanished_name_empties_the_set() {
     let zone = web_zone(30);
-    let server = dns_server(zone.clone()).await;
+    let dns = DnsServer::start(zone.clone()).await.expect("dns server");
+    let server = dns.addr();
     let target = DnsTarget::Host {
         name: "web.mesh.test".into(),
         port: 80,
@@ -211,7 +140,7 @@ async fn a_vanished_name_empties_the_set() {
     let (mut updates, report) = dns::watch(target, config).expect("resolver");
     assert_eq!(changes(&mut updates, 1).await, ["+127.0.0.30:80 w1"]);
     // The name vanishes: an authoritative NXDOMAIN empties the set.
-    zone.records.lock().expect("lock").clear();
+    zone.clear();
     assert_eq!(changes(&mut updates, 1).await, ["-127.0.0.30:80"]);
     assert!(report.last_error().is_none());
 }
@@ -219,7 +148,8 @@ async fn a_vanished_name_empties_the_set() {
 #[tokio::test]
 async fn an_unreachable_server_keeps_the_endpoints_and_reports() {
     let zone = web_zone(40);
-    let (server, task) = dns_server_task(zone).await;
+    let dns = DnsServer::start(zone).await.expect("dns server");
+    let server = dns.addr();
     let target = DnsTarget::Host {
         name: "web.mesh.test".into(),
         port: 80,
@@ -228,7 +158,7 @@ async fn an_unreachable_server_keeps_the_endpoints_and_reports() {
     config.timeout = Duration::from_millis(200);
     let (mut updates, report) = dns::watch(target, config).expect("resolver");
     assert_eq!(changes(&mut updates, 1).await, ["+127.0.0.40:80 w1"]);
-    task.abort();
+    dns.stop();
     // Resolutions now fail: reported, and the endpoint stays.
     tokio::time::timeout(Duration::from_secs(10), async {
         while report.last_error().is_none() {

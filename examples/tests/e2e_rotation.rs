@@ -4,14 +4,12 @@
 
 mod support;
 
-use std::process::Stdio;
 use std::time::Duration;
 
 use http::{Request, Response};
 use hyper::body::Incoming;
 use mesh_core::test_util::{HttpVersion, TestBody, TestClient, TestServer, full};
-use support::{Mesh, get};
-use tokio::io::AsyncWriteExt;
+use support::{Mesh, get, s_client};
 
 /// The leaf certificate (first PEM block) of a `cert.pem`.
 fn leaf(pem: &str) -> String {
@@ -23,40 +21,16 @@ fn leaf(pem: &str) -> String {
 /// The certificate the server at `port` presents to a client with `creds`.
 async fn presented(port: u16, creds: &std::path::Path) -> String {
     let arg = |f: &str| creds.join(f).display().to_string();
-    let mut child = tokio::process::Command::new("openssl")
-        .args([
-            "s_client",
-            "-connect",
-            &format!("127.0.0.1:{port}"),
-            "-tls1_3",
-            "-alpn",
-            "http/1.1",
-        ])
-        .args([
-            "-CAfile",
-            &arg("roots.pem"),
-            "-cert",
-            &arg("cert.pem"),
-            "-key",
-            &arg("key.pem"),
-        ])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("openssl runs");
-    let mut stdin = child.stdin.take().expect("stdin");
-    stdin
-        .write_all(b"GET / HTTP/1.1\r\nhost: web\r\nconnection: close\r\n\r\n")
-        .await
-        .expect("write");
-    drop(stdin);
-    let out = tokio::time::timeout(Duration::from_secs(20), child.wait_with_output())
-        .await
-        .expect("in time")
-        .expect("output");
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (roots, cert, key) = (arg("roots.pem"), arg("cert.pem"), arg("key.pem"));
+    let args = [
+        "-alpn", "http/1.1", "-CAfile", &roots, "-cert", &cert, "-key", &key,
+    ];
+    let (text, _) = s_client(
+        port,
+        &args,
+        "GET / HTTP/1.1\r\nhost: web\r\nconnection: close\r\n\r\n",
+    )
+    .await;
     let start = text
         .find("-----BEGIN CERTIFICATE-----")
         .unwrap_or_else(|| panic!("no certificate in: {text}"));

@@ -5,50 +5,13 @@
 
 mod support;
 
-use std::process::Stdio;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use http::{Request, Response};
 use hyper::body::Incoming;
 use mesh_core::test_util::{TestServer, full};
-use support::{Mesh, id, run};
-use tokio::io::AsyncWriteExt;
-use tokio::process::Command;
-
-/// `openssl s_client` to `port` with `args`, sending `request`; returns (stdout, stderr).
-async fn s_client(port: u16, args: &[&str], request: &str) -> (String, String) {
-    let mut child = Command::new("openssl")
-        .arg("s_client")
-        .args([
-            "-connect",
-            &format!("127.0.0.1:{port}"),
-            "-ign_eof",
-            "-brief",
-            "-tls1_3",
-        ])
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("openssl runs: install Debian's `openssl` package (.ci/run does)");
-    let mut stdin = child.stdin.take().expect("stdin");
-    stdin
-        .write_all(request.as_bytes())
-        .await
-        .expect("write request");
-    drop(stdin);
-    let out = tokio::time::timeout(std::time::Duration::from_secs(20), child.wait_with_output())
-        .await
-        .expect("openssl finishes in time")
-        .expect("openssl output");
-    (
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
+use support::{Mesh, id, run, s_client};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn only_authorized_mesh_identities_reach_the_app() {
@@ -76,7 +39,12 @@ async fn only_authorized_mesh_identities_reach_the_app() {
     let roots = mesh.dir.join("web/roots.pem").display().to_string();
 
     // No client certificate: refused in the handshake; the app sees nothing.
-    let (stdout, stderr) = s_client(port, &["-CAfile", &roots, "-alpn", "http/1.1"], request).await;
+    let (stdout, stderr) = s_client(
+        port,
+        &["-brief", "-CAfile", &roots, "-alpn", "http/1.1"],
+        request,
+    )
+    .await;
     assert!(!stdout.contains("HTTP/1.1"), "{stdout}");
     assert!(
         stderr.to_lowercase().contains("certificate required"),
@@ -104,6 +72,7 @@ async fn only_authorized_mesh_identities_reach_the_app() {
     let (stdout, stderr) = s_client(
         port,
         &[
+            "-brief",
             "-CAfile",
             &roots,
             "-verify_return_error",

@@ -286,3 +286,38 @@ pub async fn curl(url: &str, host: &str, headers: &[&str]) -> (u16, String) {
     let (body, status) = out.rsplit_once('\n').unwrap_or(("", &out));
     (status.parse().unwrap_or(0), body.to_owned())
 }
+
+/// `openssl s_client` (TLS 1.3) to 127.0.0.1:`port` with `args`, sending `request` and reading
+/// until the server closes; returns (stdout, stderr).
+pub async fn s_client(port: u16, args: &[&str], request: &str) -> (String, String) {
+    use tokio::io::AsyncWriteExt;
+    let mut child = tokio::process::Command::new("openssl")
+        .arg("s_client")
+        .args([
+            "-connect",
+            &format!("127.0.0.1:{port}"),
+            "-ign_eof",
+            "-tls1_3",
+        ])
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("openssl runs: install Debian's `openssl` package (.ci/run does)");
+    let mut stdin = child.stdin.take().expect("stdin");
+    stdin
+        .write_all(request.as_bytes())
+        .await
+        .expect("write request");
+    drop(stdin);
+    let out = tokio::time::timeout(Duration::from_secs(20), child.wait_with_output())
+        .await
+        .expect("openssl finishes in time")
+        .expect("openssl output");
+    (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}

@@ -212,8 +212,10 @@ pub(crate) fn generate_load(
     workers: usize,
     pause: Duration,
 ) -> Vec<tokio::task::JoinHandle<()>> {
+    let mut connector = HttpConnector::new();
+    connector.set_nodelay(true);
     let client: Client<HttpConnector, Empty<Bytes>> =
-        Client::builder(TokioExecutor::new()).build_http();
+        Client::builder(TokioExecutor::new()).build(connector);
     (0..workers)
         .map(|worker| {
             let client = client.clone();
@@ -253,6 +255,9 @@ where
     B::Data: Send,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
+    // Without this, a gRPC answer's separate writes (headers, data, trailers) meet Nagle's
+    // algorithm and the peer's delayed ACK: 40 ms stalls.
+    let _ = tcp.set_nodelay(true);
     let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
         .serve_connection(TokioIo::new(tcp), service)
         .await;

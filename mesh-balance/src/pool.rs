@@ -177,14 +177,20 @@ impl<S> Pool<S> {
                     Some(f) => {
                         // An endpoint not measured yet is assumed to cost what its rival does,
                         // so it takes its share at once (by outstanding requests) instead of
-                        // starving behind a default that measured endpoints beat.
+                        // starving behind a default that measured endpoints beat. Against a
+                        // rival that is failing, though, the newcomer wins outright: a tie
+                        // there would send half such pairs to an endpoint that just failed.
                         let a = &list[f];
                         let (ea, eb) =
                             (a.ewma.measured(now, tau), candidate.ewma.measured(now, tau));
                         let default = core.config.default_rtt.as_secs_f64() * 1e9;
                         let ca = ea.or(eb).unwrap_or(default);
                         let cb = eb.or(ea).unwrap_or(default);
-                        let b_wins = candidate.load_at(cb) < a.load_at(ca);
+                        let b_wins = match (ea, eb) {
+                            (Some(_), None) if a.consecutive_failures() > 0 => true,
+                            (None, Some(_)) if candidate.consecutive_failures() > 0 => false,
+                            _ => candidate.load_at(cb) < a.load_at(ca),
+                        };
                         winner = Some(if b_wins { i } else { f });
                         winner_cost = if b_wins { eb } else { ea };
                         break;
@@ -347,5 +353,40 @@ mod tests {
             }
         }
         assert_eq!(slow, 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_newcomer_beats_an_endpoint_that_is_failing() {
+        let pool = Pool::<()>::new(BalanceConfig::default(), Arc::new(SplitMix::seeded(5)));
+        let config = pool.core.config.clone();
+        for port in [1, 2] {
+            let e = Endpoint::new(SocketAddr::from(([127, 0, 0, 1], port)));
+            let state = Arc::new(EndpointState::new(
+                e,
+                (),
+                Arc::clone(&pool.core),
+                pool.now(),
+            ));
+            state.mark_ready();
+            if port == 1 {
+                // It failed once: sampled at the failure penalty, one failure in a row.
+                state
+                    .ewma
+                    .sample(config.failure_penalty, pool.now(), config.decay);
+                let failure = Class::Failure(mesh_core::FailureReason::Error(
+                    mesh_core::ErrorKind::Connect,
+                ));
+                let _ = state.on_outcome(failure, pool.now(), &config, &*pool.core.random);
+            }
+            pool.apply(vec![Update::Insert(state)]);
+        }
+        // The other one has not answered anything yet: it must not tie with the failing one.
+        let failing = (0..1_000)
+            .filter(|_| {
+                pool.pick(pool.now())
+                    .is_some_and(|e| e.endpoint.addr.port() == 1)
+            })
+            .count();
+        assert_eq!(failing, 0);
     }
 }

@@ -508,3 +508,31 @@ fn missing_field(message: &str) -> Option<String> {
     let rest = message.strip_prefix("missing field `")?;
     Some(rest.split('`').next()?.to_owned())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_annotated_example_file_is_valid_and_complete() {
+        let text = include_str!("../../mesh-proxy.toml");
+        let config = Config::parse(text, Path::new("mesh-proxy.toml")).expect("the example parses");
+        let inbound = config.inbound.as_ref().expect("inbound");
+        assert_eq!(inbound.identity_header, "mesh-client-id");
+        assert_eq!(config.services.len(), 2);
+        let api = config.service("api").expect("api");
+        assert_eq!(api.retry.per_try_timeout.map(|d| d.0.as_secs()), Some(2));
+        // Every setting is shown: the file's keys cover the defaults written back out.
+        let shown = toml::to_string(&config).expect("serializes");
+        for key in [
+            "reload_interval",
+            "detect_timeout",
+            "allow_unauthenticated",
+            "drain_timeout",
+            "on_reset",
+            "body_cap",
+        ] {
+            assert!(text.contains(key) && shown.contains(key), "{key}");
+        }
+    }
+}

@@ -76,6 +76,12 @@ async fn curl_reaches_the_app_through_both_proxies_over_http1_and_http2() {
         "{body}"
     );
 
+    // Authorities match ignoring case, with or without the port.
+    for host in ["WEB", "web:80"] {
+        let (status, body) = support::curl(&url, host, &[]).await;
+        assert_eq!(status, 200, "{host}: {body}");
+    }
+
     // Oversized request headers: refused with 431 by the outbound proxy, which goes on serving.
     let big = format!("x-big: {}", "a".repeat(100 * 1024));
     let (status, _) = support::curl(&url, "web", &[&big]).await;

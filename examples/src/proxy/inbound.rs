@@ -2,7 +2,6 @@
 //! identity, metrics and tap, and the request forwarded to the local app with the peer's
 //! identity in a header the client cannot forge.
 
-use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use http::header::{HeaderName, HeaderValue};
@@ -61,7 +60,7 @@ impl Inbound {
                 client: DualClient::new(FixedConnector(config.app.0), FixedConnector(config.app.0)),
                 authority: Authority::try_from(config.app.0.to_string())
                     .unwrap_or_else(|_| Authority::from_static("app")),
-                header: Arc::new(header),
+                header,
                 peer: None,
             },
             opaque_app: config.opaque_app.unwrap_or(config.app).0,
@@ -173,7 +172,7 @@ where
 struct AppClient {
     client: DualClient<FixedConnector, Incoming>,
     authority: Authority,
-    header: Arc<HeaderName>,
+    header: HeaderName,
     /// The proven identity of this connection's peer, ready to insert (made once per
     /// connection, not per request).
     peer: Option<HeaderValue>,
@@ -209,9 +208,9 @@ impl tower::Service<Request<Incoming>> for AppClient {
         let headers = req.headers_mut();
         headers::strip_hop_by_hop(headers, upgrade);
         // Whatever the client sent under this name is removed: only the proxy says who called.
-        headers.remove(&*self.header);
+        headers.remove(&self.header);
         if let Some(value) = &self.peer {
-            headers.insert((*self.header).clone(), value.clone());
+            headers.insert(self.header.clone(), value.clone());
         }
         self.client.send(req, !http1, false, &self.authority)
     }

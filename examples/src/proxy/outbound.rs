@@ -161,6 +161,21 @@ fn http_service(
     Ok((edge(stack), balance))
 }
 
+impl Router {
+    /// The service of `authority`, matched with its port or by host alone, ignoring case. No
+    /// allocation unless the authority has upper-case letters.
+    fn lookup(&self, authority: &str) -> Option<HttpService> {
+        if authority.bytes().any(|b| b.is_ascii_uppercase()) {
+            return self.lookup(&authority.to_ascii_lowercase());
+        }
+        let host = authority.rsplit_once(':').map_or(authority, |(h, _)| h);
+        self.routes
+            .get(authority)
+            .or_else(|| self.routes.get(host))
+            .cloned()
+    }
+}
+
 impl Service<Request<Incoming>> for Router {
     type Response = Response<ProxyBody>;
     type Error = Infallible;
@@ -174,26 +189,14 @@ impl Service<Request<Incoming>> for Router {
         let authority = req
             .uri()
             .authority()
-            .map(|a| a.as_str().to_owned())
-            .or_else(|| {
-                let host = req.headers().get(http::header::HOST)?;
-                host.to_str().ok().map(str::to_owned)
-            })
-            .unwrap_or_default()
-            .to_ascii_lowercase();
-        // An authority matches with its port, or by host alone.
-        let host = authority
-            .rsplit_once(':')
-            .map_or(authority.as_str(), |(h, _)| h);
-        match self
-            .routes
-            .get(&authority)
-            .or_else(|| self.routes.get(host))
-        {
-            Some(service) => Box::pin(service.clone().oneshot(req)),
+            .map(|a| a.as_str())
+            .or_else(|| req.headers().get(http::header::HOST)?.to_str().ok())
+            .unwrap_or_default();
+        match self.lookup(authority) {
+            Some(service) => Box::pin(service.oneshot(req)),
             None => {
                 let rsp = unknown_authority(
-                    &authority,
+                    authority,
                     mesh_core::grpc::is_grpc(req.headers()),
                     &self.known,
                 );

@@ -65,7 +65,7 @@ fn pick(c: &mut Criterion) {
             })
             .collect();
         let ours = rt.block_on(async {
-            let b = Balance::new::<_, _, _, ()>(
+            let b = Balance::<_, ()>::new(
                 fixed(endpoints),
                 |_: &Endpoint| endpoint_service(),
                 BalanceConfig::default(),

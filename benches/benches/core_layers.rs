@@ -54,10 +54,10 @@ static FAILURES: AtomicU64 = AtomicU64::new(0);
 #[derive(Clone, Copy, Default)]
 struct CountFailures;
 
-impl NewOnClass for CountFailures {
+impl<B> NewOnClass<B> for CountFailures {
     type OnClass = CountOne;
 
-    fn new_on_class<B>(&self, _: &Request<B>) -> CountOne {
+    fn new_on_class(&mut self, _: &Request<B>) -> CountOne {
         CountOne
     }
 }

@@ -13,6 +13,7 @@ use benches::{bare, requests, runtime};
 use criterion::{Criterion, criterion_group, criterion_main};
 use http::{Request, StatusCode};
 use mesh_core::Class;
+use mesh_core::classify::{AutoClassify, Classifier, ClassifyLayer};
 use mesh_metrics::{Direction, HttpLabels, HttpMetrics, HttpSeries, MetricsLayer, Registry, Tap};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -232,6 +233,11 @@ fn contention(c: &mut Criterion) {
     group.finish();
 }
 
+/// `svc` with the one classification the metrics layer joins (it classified by itself before).
+fn classified<S>(svc: S) -> Classifier<S, AutoClassify, ()> {
+    ClassifyLayer::new(AutoClassify::new(), ()).layer(svc)
+}
+
 fn layer(c: &mut Criterion) {
     let rt = runtime();
     let mut group = c.benchmark_group("metrics_layer");
@@ -242,14 +248,14 @@ fn layer(c: &mut Criterion) {
     let fixed = MetricsLayer::fixed(metrics.series(&labels("/fixed")));
     group.bench_function("mesh_fixed_series", |b| {
         b.to_async(&rt)
-            .iter_custom(|iters| requests(fixed.layer(bare()), iters))
+            .iter_custom(|iters| requests(fixed.layer(classified(bare())), iters))
     });
     // A tap nobody listens to: one atomic load per request.
     let tapped = MetricsLayer::fixed(metrics.series(&labels("/tapped")))
         .with_tap(Tap::default(), Direction::Inbound);
     group.bench_function("mesh_fixed_series_idle_tap", |b| {
         b.to_async(&rt)
-            .iter_custom(|iters| requests(tapped.layer(bare()), iters))
+            .iter_custom(|iters| requests(tapped.layer(classified(bare())), iters))
     });
     let route: Arc<str> = "/by-labels".into();
     let by_labels = MetricsLayer::new(metrics.clone(), move |_: &Request<()>| HttpLabels {
@@ -258,7 +264,7 @@ fn layer(c: &mut Criterion) {
     });
     group.bench_function("mesh_by_labels", |b| {
         b.to_async(&rt)
-            .iter_custom(|iters| requests(by_labels.layer(bare()), iters))
+            .iter_custom(|iters| requests(by_labels.layer(classified(bare())), iters))
     });
     group.finish();
 }

@@ -16,6 +16,7 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use http::{Request, Response};
 use http_body::Body;
 use http_body_util::Full;
+use mesh_core::classify::{AutoClassify, ClassifyLayer};
 use mesh_core::retry::{ReplayBody, RetryBudget, RetryLayer, RetryPolicy};
 use tower::retry::budget::{Budget, TpsBudget};
 use tower::{Layer, Service, ServiceExt};
@@ -101,9 +102,12 @@ fn success_path(c: &mut Criterion) {
         group.bench_function("mesh_retry", |b| {
             let budget = Arc::new(RetryBudget::builder().build().expect("budget"));
             let layer = RetryLayer::new(RetryPolicy::new(), budget);
-            let inner = tower::service_fn(ok::<ReplayBody<Full<Bytes>>>);
+            // Each try's one classification, which the retry layer reads (it classified by
+            // itself before).
+            let inner = ClassifyLayer::new(AutoClassify::new(), ())
+                .layer(tower::service_fn(ok::<ReplayBody<Full<Bytes>>>));
             b.to_async(&rt)
-                .iter_custom(|iters| requests(layer.layer(inner), make, iters))
+                .iter_custom(|iters| requests(layer.layer(inner.clone()), make, iters))
         });
         group.bench_function("tower_retry", |b| {
             let budget = Arc::new(TpsBudget::new(Duration::from_secs(10), 10, 0.2));

@@ -25,10 +25,10 @@ use tower::{ServiceBuilder, ServiceExt};
 #[derive(Clone, Copy)]
 struct LogClass;
 
-impl NewOnClass for LogClass {
+impl<B> NewOnClass<B> for LogClass {
     type OnClass = Box<dyn FnOnce(Class) + Send>;
 
-    fn new_on_class<B>(&self, req: &Request<B>) -> Self::OnClass {
+    fn new_on_class(&mut self, req: &Request<B>) -> Self::OnClass {
         let what = format!("{} {}", req.method(), req.uri().path());
         let start = Instant::now();
         Box::new(move |class| println!("  mesh: {what} -> {class} after {:?}", start.elapsed()))

@@ -1,6 +1,6 @@
 //! Weighted sampling in O(1): Vose's alias method, rebuilt only when the endpoint set changes.
 
-use crate::random::Random;
+use mesh_core::random::Random;
 
 /// Draws index `i` with probability `weight[i] / sum(weights)`.
 #[derive(Clone, Debug, Default)]
@@ -70,7 +70,7 @@ impl AliasTable {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::random::SplitMix;
+    use mesh_core::random::SplitMix;
 
     #[test]
     fn draws_follow_the_weights() {

@@ -1,72 +1,50 @@
-//! The response future of the balancer: (wait a bounded time for a ready endpoint,) drive the
-//! picked endpoint's service to readiness, call it, and measure the answer.
+//! The response future of the HTTP balancer: (wait a bounded time for a ready endpoint,) drive
+//! the picked endpoint's service to readiness, call it, and classify the answer once.
 
 use std::future::Future;
 use std::marker::PhantomData;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
-use std::time::Duration;
 
 use http::{Request, Response};
 use http_body::Body;
-use mesh_core::BoxError;
 use mesh_core::classify::{ClassifiedBody, ClassifyEos, ClassifyResponse};
-use mesh_core::error::{Unavailable, UnavailableError};
-use pin_project::{pin_project, pinned_drop};
-use tokio::time::Sleep;
+use mesh_core::{BoxError, Class};
+use pin_project::pin_project;
 use tower::Service;
 
-use crate::body::{BalancedBody, Outstanding, OutstandingGuard, Recorder};
-use crate::pool::Pool;
-use crate::state::EndpointState;
-
-/// Waiting for an endpoint to become ready: allocated only on that (rare) path.
-struct Wait {
-    notified: Pin<Box<dyn Future<Output = ()> + Send>>,
-    deadline: Pin<Box<Sleep>>,
-}
-
-fn notified(notify: &Arc<tokio::sync::Notify>) -> Pin<Box<dyn Future<Output = ()> + Send>> {
-    let notify = Arc::clone(notify);
-    Box::pin(async move { notify.notified().await })
-}
+use crate::balancer::PickFuture;
+use crate::body::{BalancedBody, Outstanding};
+use crate::outcome::Outcome;
+use crate::pool::{Pick, Pool};
 
 #[pin_project(project = StateProj)]
 enum State<S, B, F> {
     /// Nothing was ready when the request came: wait for a change, up to the bound.
     Wait {
-        pool: Arc<Pool<S>>,
-        wait: Option<Wait>,
+        pick: PickFuture<S>,
     },
-    /// Picked; the endpoint's service is to be made ready and called.
-    Picked {
-        endpoint: Option<Arc<EndpointState<S>>>,
-        picked_at: u64,
-    },
-    /// The endpoint's service was not ready at once.
+    /// Picked; the endpoint's service was not ready at once.
     Ready {
-        endpoint: Option<Arc<EndpointState<S>>>,
-        service: S,
+        pick: Option<Pick<S>>,
     },
     Call {
-        endpoint: Option<Arc<EndpointState<S>>>,
-        guard: Option<OutstandingGuard<S>>,
-        start: u64,
         #[pin]
         call: F,
+        outcome: Option<Outcome>,
     },
     /// The endpoint's service failed its readiness check in `call`.
     Failed(Option<BoxError>),
-    Done(std::marker::PhantomData<fn(B)>),
+    Done(PhantomData<fn(B)>),
 }
 
 /// The response future of [`Balance`](crate::Balance).
 ///
-/// Dropped while its request is in flight (the caller's deadline passed), it still records the
-/// time waited as a latency sample: the true latency is at least that, and an endpoint that
-/// stalls must look slow even though it never answered.
-#[pin_project(PinnedDrop)]
+/// Dropped while its request is in flight (the caller's deadline passed), its [`Outcome`]
+/// still records the time waited as a latency sample: the true latency is at least that, and an
+/// endpoint that stalls must look slow even though it never answered.
+#[pin_project]
 pub struct ResponseFuture<S, B, R>
 where
     S: Service<Request<B>>,
@@ -98,64 +76,63 @@ where
     /// Picks at once and, when the endpoint's service is ready right away (the usual case),
     /// calls it at once; keeps the request (and the pool) only if it has to wait.
     pub(crate) fn new(pool: &Arc<Pool<S>>, req: Request<B>, classifier: R) -> Self {
-        let now = pool.now();
-        let Some(endpoint) = pool.pick(now) else {
+        let Some(pick) = pool.pick(pool.now()) else {
             return Self {
                 classifier: Some(classifier),
                 req: Some(Box::new(req)),
                 state: State::Wait {
-                    pool: Arc::clone(pool),
-                    wait: None,
+                    pick: PickFuture::new(Arc::clone(pool)),
                 },
             };
         };
-        let mut service = endpoint.service.clone();
         // Readiness is checked without a waker here; if it is not ready, the future polls it
         // again with the caller's, which registers properly.
         let mut cx = Context::from_waker(std::task::Waker::noop());
-        let mut classifier = Some(classifier);
-        let (state, req) = match service.poll_ready(&mut cx) {
-            Poll::Ready(Ok(())) => (call(endpoint, &mut service, req, now), None),
-            Poll::Pending => (
-                State::Ready {
-                    endpoint: Some(endpoint),
-                    service,
-                },
-                Some(Box::new(req)),
-            ),
-            Poll::Ready(Err(err)) => {
-                let err: BoxError = err.into();
-                if let Some(classifier) = classifier.take() {
-                    let class = classifier.classify_error(&*err);
-                    endpoint.core.on_outcome(&endpoint, class, now);
-                }
-                (State::Failed(Some(err)), None)
-            }
-        };
+        let (state, req) = start(pick, req, &mut cx);
         Self {
-            classifier,
+            classifier: Some(classifier),
             req,
             state,
         }
     }
 }
 
-/// Sends `req` to the ready `service` of `endpoint`, counting it outstanding from `start`.
-fn call<S, B>(
-    endpoint: Arc<EndpointState<S>>,
-    service: &mut S,
-    req: Request<B>,
-    start: u64,
-) -> State<S, B, S::Future>
+/// The state after [`start`], and the request if it was kept to send later.
+type Started<S, B> = (
+    State<S, B, <S as Service<Request<B>>>::Future>,
+    Option<Box<Request<B>>>,
+);
+
+/// Calls the picked endpoint's service if it is ready; otherwise keeps the pick (and the
+/// request) to try again.
+fn start<S, B>(pick: Pick<S>, req: Request<B>, cx: &mut Context<'_>) -> Started<S, B>
 where
     S: Service<Request<B>>,
+    S::Error: Into<BoxError>,
 {
-    let guard = OutstandingGuard::new(Arc::clone(&endpoint));
-    State::Call {
-        call: service.call(req),
-        endpoint: Some(endpoint),
-        guard: Some(guard),
-        start,
+    let Pick {
+        mut target,
+        outcome,
+    } = pick;
+    match target.poll_ready(cx) {
+        Poll::Ready(Ok(())) => (
+            State::Call {
+                call: target.call(req),
+                outcome: Some(outcome),
+            },
+            None,
+        ),
+        Poll::Pending => (
+            State::Ready {
+                pick: Some(Pick { target, outcome }),
+            },
+            Some(Box::new(req)),
+        ),
+        Poll::Ready(Err(err)) => {
+            let err: BoxError = err.into();
+            outcome.record(Class::of_error(&*err));
+            (State::Failed(Some(err)), None)
+        }
     }
 }
 
@@ -172,143 +149,84 @@ where
     R: ClassifyResponse,
     ResB: Body,
 {
-    type Output = Result<Response<BalancedBody<ResB, R::Eos, S>>, BoxError>;
+    type Output = Result<Response<BalancedBody<ResB, R::Eos>>, BoxError>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut this = self.project();
         loop {
             match this.state.as_mut().project() {
-                StateProj::Wait { pool, wait } => {
-                    let now = pool.now();
-                    if let Some(endpoint) = pool.pick(now) {
-                        this.state.set(State::Picked {
-                            endpoint: Some(endpoint),
-                            picked_at: now,
-                        });
-                        continue;
-                    }
-                    let core = &pool.core;
-                    let wait = wait.get_or_insert_with(|| Wait {
-                        notified: notified(&core.changed),
-                        deadline: Box::pin(tokio::time::sleep(core.config.ready_timeout)),
-                    });
-                    // Registered for a change first, then one more look: no change is missed.
-                    if wait.notified.as_mut().poll(cx).is_ready() {
-                        wait.notified = notified(&core.changed);
-                        continue;
-                    }
-                    if pool.pick(pool.now()).is_some() {
-                        continue;
-                    }
-                    ready!(wait.deadline.as_mut().poll(cx));
-                    this.state.set(State::Done(PhantomData));
-                    let err = UnavailableError::new(Unavailable::NoReadyEndpoint);
-                    return Poll::Ready(Err(err.into()));
-                }
-                StateProj::Picked {
-                    endpoint,
-                    picked_at,
-                } => {
-                    let Some(endpoint) = endpoint.take() else {
+                StateProj::Wait { pick } => {
+                    let pick = match ready!(Pin::new(pick).poll(cx)) {
+                        Ok(pick) => pick,
+                        Err(err) => {
+                            this.state.set(State::Done(PhantomData));
+                            return Poll::Ready(Err(err.into()));
+                        }
+                    };
+                    let Some(req) = this.req.take() else {
                         this.state.set(State::Done(PhantomData));
                         return already_done();
                     };
-                    let mut service = endpoint.service.clone();
-                    // Usually ready at once: then the call starts at the pick.
-                    match service.poll_ready(cx) {
-                        Poll::Ready(Ok(())) => {
-                            let Some(request) = this.req.take().map(|r| *r) else {
-                                this.state.set(State::Done(PhantomData));
-                                return already_done();
-                            };
-                            let next = call(endpoint, &mut service, request, *picked_at);
-                            this.state.set(next);
-                        }
-                        Poll::Pending => {
-                            this.state.set(State::Ready {
-                                endpoint: Some(endpoint),
-                                service,
-                            });
-                            return Poll::Pending;
-                        }
-                        Poll::Ready(Err(err)) => {
-                            let err: BoxError = err.into();
-                            if let Some(classifier) = this.classifier.take() {
-                                let class = classifier.classify_error(&*err);
-                                endpoint.core.on_outcome(&endpoint, class, *picked_at);
-                            }
-                            this.state.set(State::Done(PhantomData));
-                            return Poll::Ready(Err(err));
-                        }
-                    }
+                    let (next, req) = start(pick, *req, cx);
+                    *this.req = req;
+                    this.state.set(next);
                 }
-                StateProj::Ready { endpoint, service } => {
-                    let readiness = ready!(service.poll_ready(cx));
-                    let (Some(endpoint), Some(request)) =
-                        (endpoint.take(), this.req.take().map(|r| *r))
+                StateProj::Ready { pick } => {
+                    let Some(Pick { target, .. }) = pick.as_mut() else {
+                        this.state.set(State::Done(PhantomData));
+                        return already_done();
+                    };
+                    let readiness = ready!(target.poll_ready(cx));
+                    let (
+                        Some(Pick {
+                            mut target,
+                            mut outcome,
+                        }),
+                        Some(req),
+                    ) = (pick.take(), this.req.take())
                     else {
                         this.state.set(State::Done(PhantomData));
                         return already_done();
                     };
-                    let start = endpoint.core.now();
                     if let Err(err) = readiness {
                         let err: BoxError = err.into();
-                        if let Some(classifier) = this.classifier.take() {
-                            let class = classifier.classify_error(&*err);
-                            endpoint.core.on_outcome(&endpoint, class, start);
-                        }
+                        outcome.record(Class::of_error(&*err));
                         this.state.set(State::Done(PhantomData));
                         return Poll::Ready(Err(err));
                     }
-                    let next = call(endpoint, service, request, start);
-                    this.state.set(next);
+                    // The latency runs from the call, not from the wait for readiness.
+                    outcome.restart();
+                    let call = target.call(*req);
+                    this.state.set(State::Call {
+                        call,
+                        outcome: Some(outcome),
+                    });
                 }
-                StateProj::Call {
-                    endpoint,
-                    guard,
-                    start,
-                    call,
-                } => {
+                StateProj::Call { call, outcome } => {
                     let result = ready!(call.poll(cx));
-                    let (Some(endpoint), Some(classifier)) =
-                        (endpoint.take(), this.classifier.take())
+                    let (Some(mut outcome), Some(classifier)) =
+                        (outcome.take(), this.classifier.take())
                     else {
                         this.state.set(State::Done(PhantomData));
                         return already_done();
                     };
-                    let core = &endpoint.core;
-                    let now = core.now();
-                    let latency = Duration::from_nanos(now.saturating_sub(*start));
-                    let config = &core.config;
-                    let outcome = match result {
+                    let result = match result {
                         Ok(rsp) => {
                             let eos = classifier.classify_response(&rsp);
-                            let failed_head = eos.classify_head().is_some_and(|c| c.is_failure());
-                            let sample = if failed_head {
-                                latency.max(config.failure_penalty)
-                            } else {
-                                latency
-                            };
-                            endpoint.ewma.sample(sample, now, config.decay);
-                            let guard = guard.take();
-                            let recorder = Recorder::new(endpoint, failed_head, now);
+                            outcome.responded(eos.classify_head().is_some_and(Class::is_failure));
+                            let guard = outcome.take_outstanding();
                             Ok(rsp.map(|body| {
-                                ClassifiedBody::new(Outstanding::new(body, guard), eos, recorder)
+                                ClassifiedBody::new(Outstanding::new(body, guard), eos, outcome)
                             }))
                         }
                         Err(err) => {
                             let err: BoxError = err.into();
-                            endpoint.ewma.sample(
-                                latency.max(config.failure_penalty),
-                                now,
-                                config.decay,
-                            );
-                            core.on_outcome(&endpoint, classifier.classify_error(&*err), now);
+                            outcome.record(Class::of_error(&*err));
                             Err(err)
                         }
                     };
                     this.state.set(State::Done(PhantomData));
-                    return Poll::Ready(outcome);
+                    return Poll::Ready(result);
                 }
                 StateProj::Failed(err) => {
                     let err = err.take();
@@ -319,30 +237,6 @@ where
                     };
                 }
                 StateProj::Done(_) => return already_done(),
-            }
-        }
-    }
-}
-
-#[pinned_drop]
-impl<S, B, R> PinnedDrop for ResponseFuture<S, B, R>
-where
-    S: Service<Request<B>>,
-{
-    fn drop(self: Pin<&mut Self>) {
-        if let StateProj::Call {
-            endpoint: Some(endpoint),
-            start,
-            ..
-        } = self.project().state.project()
-        {
-            let now = endpoint.core.now();
-            let waited = Duration::from_nanos(now.saturating_sub(*start));
-            let decay = endpoint.core.config.decay;
-            // A lower bound on the latency: it may only raise the estimate, never lower it
-            // (a caller that gives up after 1 ms says nothing about a 5 ms endpoint).
-            if waited.as_secs_f64() * 1e9 > endpoint.ewma.get(now, decay) {
-                endpoint.ewma.sample(waited, now, decay);
             }
         }
     }

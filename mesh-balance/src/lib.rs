@@ -63,19 +63,22 @@ pub mod test_util;
 
 mod alias;
 mod balance;
+mod balancer;
 mod body;
 mod config;
 mod ewma;
 mod future;
+mod outcome;
 mod pool;
-mod random;
 mod snapshot;
 mod state;
 
 pub use self::balance::Balance;
-pub use self::body::{BalancedBody, Outstanding, Recorder};
+pub use self::balancer::{Balancer, PickFuture, Readiness};
+pub use self::body::{BalancedBody, Outstanding};
 pub use self::config::{AccrualConfig, BalanceConfig, SuccessRatePolicy};
 pub use self::future::ResponseFuture;
-pub use self::random::{Random, SplitMix, ThreadRandom};
+pub use self::outcome::Outcome;
+pub use self::pool::Pick;
 pub use self::snapshot::EndpointSnapshot;
 pub use self::state::EndpointStatus;

@@ -12,9 +12,10 @@ use tokio::time::Instant;
 
 use crate::alias::AliasTable;
 use crate::config::BalanceConfig;
-use crate::random::Random;
+use crate::outcome::Outcome;
 use crate::snapshot::EndpointSnapshot;
-use crate::state::{EndpointState, EndpointStatus, Transition};
+use crate::state::{EndpointStats, EndpointStatus, Transition};
+use mesh_core::random::Random;
 
 /// Random draws before falling back to a scan, when few endpoints are ready.
 const DRAWS: usize = 16;
@@ -24,21 +25,46 @@ const DRAWS: usize = 16;
 const OUTLIER_FACTOR: f64 = 5.0;
 const ROUNDS: usize = 3;
 
+/// One endpoint in the pool: its live state, and what it is reached by (an HTTP client, a
+/// connector), cloned for each pick.
+pub(crate) struct Member<T> {
+    pub(crate) stats: Arc<EndpointStats>,
+    pub(crate) target: T,
+}
+
+impl<T: Clone> Clone for Member<T> {
+    fn clone(&self) -> Self {
+        Self {
+            stats: Arc::clone(&self.stats),
+            target: self.target.clone(),
+        }
+    }
+}
+
+/// A picked endpoint: what to reach it by, and the handle that records how it went.
+#[derive(Debug)]
+pub struct Pick<T> {
+    /// What the endpoint is reached by (a clone of the pool's).
+    pub target: T,
+    /// Counts the work outstanding on the endpoint and records its outcome.
+    pub outcome: Outcome,
+}
+
 /// The endpoints in rotation, with their weighted-sampling table. Replaced whole (copy on
 /// write) when discovery changes the set; read on every pick without a lock.
-pub(crate) struct Members<S> {
-    pub(crate) list: Vec<Arc<EndpointState<S>>>,
+pub(crate) struct Members<T> {
+    pub(crate) list: Vec<Member<T>>,
     table: AliasTable,
     by_addr: HashMap<SocketAddr, usize>,
 }
 
-impl<S> Members<S> {
-    fn new(list: Vec<Arc<EndpointState<S>>>) -> Self {
-        let weights: Vec<u32> = list.iter().map(|e| e.endpoint.weight).collect();
+impl<T> Members<T> {
+    fn new(list: Vec<Member<T>>) -> Self {
+        let weights: Vec<u32> = list.iter().map(|e| e.stats.endpoint.weight).collect();
         let by_addr = list
             .iter()
             .enumerate()
-            .map(|(i, e)| (e.endpoint.addr, i))
+            .map(|(i, e)| (e.stats.endpoint.addr, i))
             .collect();
         Self {
             table: AliasTable::new(&weights),
@@ -49,8 +75,8 @@ impl<S> Members<S> {
 }
 
 /// One discovery change, ready to apply.
-pub(crate) enum Update<S> {
-    Insert(Arc<EndpointState<S>>),
+pub(crate) enum Update<T> {
+    Insert(Member<T>),
     Remove(SocketAddr),
 }
 
@@ -81,7 +107,7 @@ impl Core {
     /// Applies one request's outcome to its endpoint: accrual, ejection under the cap,
     /// readmission. `now` is a recent reading of the clock (accrual windows and backoffs are
     /// coarse; the caller's last reading will do, which saves reading the clock again).
-    pub(crate) fn on_outcome<S>(&self, endpoint: &EndpointState<S>, class: Class, now: u64) {
+    pub(crate) fn on_outcome(&self, endpoint: &EndpointStats, class: Class, now: u64) {
         match endpoint.on_outcome(class, now, &self.config, &*self.random) {
             Transition::None | Transition::Reejected => {}
             Transition::Readmitted => {
@@ -106,14 +132,14 @@ impl Core {
     }
 }
 
-pub(crate) struct Pool<S> {
+pub(crate) struct Pool<T> {
     pub(crate) core: Arc<Core>,
-    members: ArcSwap<Members<S>>,
+    members: ArcSwap<Members<T>>,
     /// Removed endpoints still finishing requests (for snapshots).
-    draining: Mutex<Vec<Arc<EndpointState<S>>>>,
+    draining: Mutex<Vec<Arc<EndpointStats>>>,
 }
 
-impl<S> Pool<S> {
+impl<T: Clone> Pool<T> {
     pub(crate) fn new(config: BalanceConfig, random: Arc<dyn Random>) -> Self {
         Self {
             core: Arc::new(Core {
@@ -144,8 +170,18 @@ impl<S> Pool<S> {
     /// P2C must send to one of them, about 2/n of the traffic for two bad endpoints in n. So a
     /// winner whose latency estimate is over five times the pool's median is set aside and
     /// another pair drawn, up to three pairs; the best winner seen is used if all are outliers.
-    pub(crate) fn pick(&self, now: u64) -> Option<Arc<EndpointState<S>>> {
+    pub(crate) fn pick(&self, now: u64) -> Option<Pick<T>> {
         let members = self.members.load();
+        let i = self.pick_index(&members, now)?;
+        let member = &members.list[i];
+        Some(Pick {
+            target: member.target.clone(),
+            outcome: Outcome::new(Arc::clone(&member.stats), now),
+        })
+    }
+
+    /// [`Pool::pick`]'s choice, as an index into `members`.
+    fn pick_index(&self, members: &Members<T>, now: u64) -> Option<usize> {
         let list = &members.list;
         if list.is_empty() {
             return None;
@@ -164,10 +200,10 @@ impl<S> Pool<S> {
                 let Some(i) = members.table.draw(&*core.random) else {
                     break;
                 };
-                let candidate = &list[i];
+                let candidate = &list[i].stats;
                 if !candidate.is_ready() {
                     if candidate.try_claim_probe(now) {
-                        return Some(Arc::clone(candidate));
+                        return Some(i);
                     }
                     continue;
                 }
@@ -180,7 +216,7 @@ impl<S> Pool<S> {
                         // starving behind a default that measured endpoints beat. Against a
                         // rival that is failing, though, the newcomer wins outright: a tie
                         // there would send half such pairs to an endpoint that just failed.
-                        let a = &list[f];
+                        let a = &list[f].stats;
                         let (ea, eb) =
                             (a.ewma.measured(now, tau), candidate.ewma.measured(now, tau));
                         let default = core.config.default_rtt.as_secs_f64() * 1e9;
@@ -198,26 +234,26 @@ impl<S> Pool<S> {
                 }
             }
             let Some(w) = winner.or(first) else { break };
-            let Some(estimate) = winner_cost.or_else(|| list[w].ewma.measured(now, tau)) else {
-                return Some(Arc::clone(&list[w]));
+            let Some(estimate) = winner_cost.or_else(|| list[w].stats.ewma.measured(now, tau))
+            else {
+                return Some(w);
             };
             if median <= 0.0 || estimate <= OUTLIER_FACTOR * median || winner.is_none() {
-                return Some(Arc::clone(&list[w]));
+                return Some(w);
             }
             if best.is_none_or(|(e, _)| estimate < e) {
                 best = Some((estimate, w));
             }
         }
         if let Some((_, w)) = best {
-            return Some(Arc::clone(&list[w]));
+            return Some(w);
         }
         // Few endpoints are ready: look at each once, from a random start.
         let start = core.random.below(list.len());
         (0..list.len())
-            .map(|k| &list[(start + k) % list.len()])
-            .filter(|e| e.endpoint.weight > 0)
-            .find(|e| e.is_ready() || e.try_claim_probe(now))
-            .map(Arc::clone)
+            .map(|k| (start + k) % list.len())
+            .filter(|&i| list[i].stats.endpoint.weight > 0)
+            .find(|&i| list[i].stats.is_ready() || list[i].stats.try_claim_probe(now))
     }
 
     /// Recomputes the median latency estimate of the ready members (the driver calls this a
@@ -228,6 +264,7 @@ impl<S> Pool<S> {
         let mut estimates: Vec<f64> = members
             .list
             .iter()
+            .map(|e| &e.stats)
             .filter(|e| e.is_ready())
             .filter_map(|e| e.ewma.measured(now, self.core.config.decay))
             .collect();
@@ -245,7 +282,7 @@ impl<S> Pool<S> {
 
     /// Applies a batch of discovery changes with one copy of the member list, so that a
     /// source reporting thousands of endpoints at once costs O(n), not O(n²).
-    pub(crate) fn apply(&self, changes: Vec<Update<S>>) {
+    pub(crate) fn apply(&self, changes: Vec<Update<T>>) {
         if changes.is_empty() {
             return;
         }
@@ -255,20 +292,20 @@ impl<S> Pool<S> {
         let mut retired = Vec::new();
         for change in changes {
             match change {
-                Update::Insert(state) => match index.get(&state.endpoint.addr) {
-                    Some(&i) => retired.push(std::mem::replace(&mut list[i], state)),
+                Update::Insert(member) => match index.get(&member.stats.endpoint.addr) {
+                    Some(&i) => retired.push(std::mem::replace(&mut list[i], member).stats),
                     None => {
-                        index.insert(state.endpoint.addr, list.len());
-                        list.push(state);
+                        index.insert(member.stats.endpoint.addr, list.len());
+                        list.push(member);
                     }
                 },
                 Update::Remove(addr) => {
                     if let Some(i) = index.remove(&addr) {
                         let old = list.swap_remove(i);
                         if let Some(moved) = list.get(i) {
-                            index.insert(moved.endpoint.addr, i);
+                            index.insert(moved.stats.endpoint.addr, i);
                         }
-                        retired.push(old);
+                        retired.push(old.stats);
                     }
                 }
             }
@@ -282,7 +319,7 @@ impl<S> Pool<S> {
         self.core.changed.notify_waiters();
     }
 
-    fn retire(&self, old: Arc<EndpointState<S>>) {
+    fn retire(&self, old: Arc<EndpointStats>) {
         if matches!(
             old.mark_draining(),
             EndpointStatus::Ejected | EndpointStatus::Probing
@@ -309,6 +346,7 @@ impl<S> Pool<S> {
         members
             .list
             .iter()
+            .map(|m| &m.stats)
             .chain(draining.iter())
             .map(|e| EndpointSnapshot::of(e, now, &self.core.config))
             .collect()
@@ -320,20 +358,15 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::random::SplitMix;
     use mesh_core::Endpoint;
+    use mesh_core::random::SplitMix;
 
     #[tokio::test(start_paused = true)]
     async fn the_lower_load_wins() {
         let pool = Pool::<()>::new(BalanceConfig::default(), Arc::new(SplitMix::seeded(3)));
         for i in 0..10u16 {
             let e = Endpoint::new(SocketAddr::from(([127, 0, 0, 1], i)));
-            let state = Arc::new(EndpointState::new(
-                e,
-                (),
-                Arc::clone(&pool.core),
-                pool.now(),
-            ));
+            let state = Arc::new(EndpointStats::new(e, Arc::clone(&pool.core), pool.now()));
             state.mark_ready();
             let rtt = if i == 9 { 20 } else { 1 };
             state.ewma.sample(
@@ -341,13 +374,16 @@ mod tests {
                 pool.now(),
                 pool.core.config.decay,
             );
-            pool.apply(vec![Update::Insert(state)]);
+            pool.apply(vec![Update::Insert(Member {
+                stats: state,
+                target: (),
+            })]);
         }
         let mut slow = 0;
         for _ in 0..10_000 {
             if pool
                 .pick(pool.now())
-                .is_some_and(|e| e.endpoint.addr.port() == 9)
+                .is_some_and(|p| p.outcome.endpoint().addr.port() == 9)
             {
                 slow += 1;
             }
@@ -361,12 +397,7 @@ mod tests {
         let config = pool.core.config.clone();
         for port in [1, 2] {
             let e = Endpoint::new(SocketAddr::from(([127, 0, 0, 1], port)));
-            let state = Arc::new(EndpointState::new(
-                e,
-                (),
-                Arc::clone(&pool.core),
-                pool.now(),
-            ));
+            let state = Arc::new(EndpointStats::new(e, Arc::clone(&pool.core), pool.now()));
             state.mark_ready();
             if port == 1 {
                 // It failed once: sampled at the failure penalty, one failure in a row.
@@ -378,13 +409,16 @@ mod tests {
                 ));
                 let _ = state.on_outcome(failure, pool.now(), &config, &*pool.core.random);
             }
-            pool.apply(vec![Update::Insert(state)]);
+            pool.apply(vec![Update::Insert(Member {
+                stats: state,
+                target: (),
+            })]);
         }
         // The other one has not answered anything yet: it must not tie with the failing one.
         let failing = (0..1_000)
             .filter(|_| {
                 pool.pick(pool.now())
-                    .is_some_and(|e| e.endpoint.addr.port() == 1)
+                    .is_some_and(|p| p.outcome.endpoint().addr.port() == 1)
             })
             .count();
         assert_eq!(failing, 0);

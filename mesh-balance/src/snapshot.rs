@@ -5,7 +5,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
 use crate::config::BalanceConfig;
-use crate::state::{EndpointState, EndpointStatus};
+use crate::state::{EndpointStats, EndpointStatus};
 
 /// One endpoint as the balancer sees it at one moment.
 #[derive(Clone, Debug, PartialEq)]
@@ -27,7 +27,7 @@ pub struct EndpointSnapshot {
 }
 
 impl EndpointSnapshot {
-    pub(crate) fn of<S>(e: &EndpointState<S>, now: u64, config: &BalanceConfig) -> Self {
+    pub(crate) fn of(e: &EndpointStats, now: u64, config: &BalanceConfig) -> Self {
         let status = e.status();
         Self {
             addr: e.endpoint.addr,

@@ -1,5 +1,7 @@
 //! One endpoint's live state: readiness, load, and failure accrual. Everything here is atomic,
-//! so picks and outcomes on many threads never take a lock.
+//! so picks and outcomes on many threads never take a lock; and nothing here depends on what
+//! the endpoint is reached by (an HTTP client, a TCP connector), so outcome handles and response
+//! bodies hold it without naming the endpoint's type.
 
 use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering::Relaxed};
 
@@ -8,7 +10,7 @@ use mesh_core::{Class, Endpoint, FailureReason};
 use crate::config::BalanceConfig;
 use crate::ewma::PeakEwma;
 use crate::pool::Core;
-use crate::random::Random;
+use mesh_core::random::Random;
 use std::sync::Arc;
 
 /// Where an endpoint stands.
@@ -54,10 +56,9 @@ pub(crate) enum Transition {
     Reejected,
 }
 
-/// An endpoint and its service, with its live state.
-pub(crate) struct EndpointState<S> {
+/// An endpoint's live state.
+pub(crate) struct EndpointStats {
     pub(crate) endpoint: Endpoint,
-    pub(crate) service: S,
     /// The pool's shared part: settings, clock, accrual bookkeeping.
     pub(crate) core: Arc<Core>,
     status: AtomicU8,
@@ -73,12 +74,11 @@ pub(crate) struct EndpointState<S> {
     window_failures: AtomicU32,
 }
 
-impl<S> EndpointState<S> {
-    pub(crate) fn new(endpoint: Endpoint, service: S, core: Arc<Core>, now: u64) -> Self {
+impl EndpointStats {
+    pub(crate) fn new(endpoint: Endpoint, core: Arc<Core>, now: u64) -> Self {
         let config = &core.config;
         Self {
             endpoint,
-            service,
             status: AtomicU8::new(PENDING),
             ewma: PeakEwma::new(config.default_rtt, now),
             outstanding: AtomicU64::new(0),
@@ -140,7 +140,7 @@ impl<S> EndpointState<S> {
     }
 
     fn schedule_probe(&self, now: u64, config: &BalanceConfig, random: &dyn Random) {
-        let jitter = (random.next_u64() >> 11) as f64 / (1u64 << 53) as f64;
+        let jitter = random.unit();
         let n = self.ejections.fetch_add(1, Relaxed).min(20);
         let base = config.accrual.backoff.as_nanos() as f64 * f64::from(1u32 << n.min(16));
         let wait = base.min(config.accrual.max_backoff.as_nanos() as f64) * (1.0 + 0.5 * jitter);

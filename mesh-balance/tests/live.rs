@@ -14,8 +14,9 @@ use bytes::Bytes;
 use http::{Request, Response};
 use http_body_util::{BodyExt, Full};
 use mesh_balance::discover::channel;
-use mesh_balance::{Balance, BalanceConfig, EndpointStatus, SplitMix};
+use mesh_balance::{Balance, BalanceConfig, EndpointStatus};
 use mesh_core::Endpoint;
+use mesh_core::random::SplitMix;
 use tokio::time::{Instant, Sleep};
 use tower::{Service, ServiceExt};
 
@@ -77,7 +78,7 @@ fn addr(port: u16) -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], port))
 }
 
-fn status(balance: &Balance<Slow>, port: u16) -> Option<EndpointStatus> {
+fn status(balance: &Balance<Slow, ()>, port: u16) -> Option<EndpointStatus> {
     balance
         .snapshot()
         .iter()

@@ -14,8 +14,9 @@ use bytes::Bytes;
 use http::{Request, Response};
 use http_body_util::{BodyExt, Full};
 use mesh_balance::discover::fixed;
-use mesh_balance::{Balance, BalanceConfig, EndpointStatus, SplitMix};
+use mesh_balance::{Balance, BalanceConfig, EndpointStatus};
 use mesh_core::Endpoint;
+use mesh_core::random::SplitMix;
 use tower::{Service, ServiceExt};
 
 /// An endpoint: answers after `latency`, with 503 while `failing`.
@@ -64,7 +65,7 @@ fn addr(i: usize) -> SocketAddr {
 }
 
 /// A balancer over `sims`, seeded; endpoint `i` at `addr(i)` with weight `weights[i]`.
-fn balancer(sims: &[Sim], weights: &[u32], config: BalanceConfig) -> Balance<Sim> {
+fn balancer(sims: &[Sim], weights: &[u32], config: BalanceConfig) -> Balance<Sim, ()> {
     let endpoints: Vec<Endpoint> = (0..sims.len())
         .map(|i| Endpoint::new(addr(i)).with_weight(weights.get(i).copied().unwrap_or(1)))
         .collect();
@@ -78,7 +79,7 @@ fn balancer(sims: &[Sim], weights: &[u32], config: BalanceConfig) -> Balance<Sim
 }
 
 /// `total` requests from `workers` concurrent callers; returns how many failed.
-async fn load(balance: &Balance<Sim>, workers: usize, total: usize) -> usize {
+async fn load(balance: &Balance<Sim, ()>, workers: usize, total: usize) -> usize {
     let failures = Arc::new(AtomicU64::new(0));
     let per_worker = total / workers;
     let tasks: Vec<_> = (0..workers)
@@ -153,7 +154,7 @@ async fn a_failing_endpoint_is_ejected_after_n_failures_and_readmitted_when_it_r
     settle().await;
 
     let failures = load(&balance, 1, 400).await;
-    let status = |b: &Balance<Sim>| {
+    let status = |b: &Balance<Sim, ()>| {
         b.snapshot()
             .iter()
             .find(|e| e.addr == addr(2))

@@ -37,7 +37,7 @@ async fn a_killed_endpoint_is_avoided_and_a_new_one_takes_traffic() {
             servers.push(counting_server().await);
         }
         let (updates_tx, updates) = channel();
-        let balance = Balance::new::<_, _, _, Empty<Bytes>>(
+        let balance = Balance::new(
             updates,
             |e: &Endpoint| ConnectService::new(e.addr, HttpVersion::Http1),
             BalanceConfig::default(),

@@ -15,6 +15,7 @@
 //! - [`grpc`]: the bits of the gRPC wire protocol the mesh needs.
 //!
 //! - [`retry`]: retries within a budget, with replayable request bodies and backoff.
+//! - [`random`]: the one injectable source of randomness (balancer picks, backoff jitter).
 //!
 //! - [`Endpoint`]: one instance of a service as discovery reports it (address, expected
 //!   identity, weight, labels). The discovery sources themselves (static, file, DNS) live in
@@ -55,6 +56,7 @@ mod endpoint;
 pub mod error;
 pub mod grpc;
 mod identity;
+pub mod random;
 pub mod retry;
 pub mod timeout;
 

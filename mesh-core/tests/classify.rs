@@ -252,10 +252,10 @@ async fn a_refused_connection_is_a_connect_failure() {
 #[derive(Clone)]
 struct RecordClass(std::sync::Arc<std::sync::Mutex<Vec<Class>>>);
 
-impl mesh_core::classify::NewOnClass for RecordClass {
+impl<B> mesh_core::classify::NewOnClass<B> for RecordClass {
     type OnClass = Box<dyn FnOnce(Class) + Send>;
 
-    fn new_on_class<B>(&self, _: &Request<B>) -> Self::OnClass {
+    fn new_on_class(&mut self, _: &Request<B>) -> Self::OnClass {
         let classes = self.0.clone();
         Box::new(move |class| classes.lock().expect("lock").push(class))
     }

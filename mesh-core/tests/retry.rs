@@ -9,6 +9,7 @@ use bytes::Bytes;
 use http::{HeaderMap, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use mesh_core::BoxError;
+use mesh_core::classify::{AutoClassify, ClassifyLayer};
 use mesh_core::grpc::GrpcCodeSet;
 use mesh_core::retry::{Backoff, RetryBudget, RetryLayer, RetryPolicy};
 use mesh_core::test_util::{
@@ -117,6 +118,11 @@ fn request(server: &TestServer, method: Method, path: &str, body: TestBody) -> R
         .expect("valid")
 }
 
+/// `svc` with each try's one classification, which the retry layer reads.
+fn classified<S>(svc: S) -> mesh_core::classify::Classifier<S, AutoClassify, ()> {
+    ClassifyLayer::new(AutoClassify::new(), ()).layer(svc)
+}
+
 fn h2(mut req: Request<TestBody>) -> Request<TestBody> {
     *req.version_mut() = http::Version::HTTP_2;
     req
@@ -129,7 +135,7 @@ async fn send(
     version: HttpVersion,
     req: Request<TestBody>,
 ) -> Result<(StatusCode, Bytes, Option<HeaderMap>), BoxError> {
-    let svc = layer.layer(ConnectService::new(server.addr(), version));
+    let svc = layer.layer(classified(ConnectService::new(server.addr(), version)));
     let rsp = tokio::time::timeout(LIMIT, svc.oneshot(req)).await??;
     let status = rsp.status();
     let collected = rsp.into_body().collect().await?;
@@ -469,6 +475,7 @@ async fn a_per_try_timeout_retries_and_the_outer_deadline_covers_all_tries() {
                 .per_try_timeout(Duration::from_millis(300)),
             budget(0.2, 10),
         ))
+        .layer(ClassifyLayer::new(AutoClassify::new(), ()))
         .service(ConnectService::new(server.addr(), HttpVersion::Http1));
     let start = Instant::now();
     let req = request(&server, Method::GET, "/always-slow", empty());
@@ -499,7 +506,7 @@ async fn a_per_try_timeout_retries_and_the_outer_deadline_covers_all_tries() {
 async fn connect_errors_are_retried_until_attempts_run_out() {
     let addr = mesh_core::test_util::closed_port().await.expect("port");
     let layer = RetryLayer::new(no_backoff().max_attempts(4), budget(0.2, 10));
-    let svc = layer.layer(ConnectService::new(addr, HttpVersion::Http1));
+    let svc = layer.layer(classified(ConnectService::new(addr, HttpVersion::Http1)));
     let req = Request::builder()
         .uri(format!("http://{addr}/"))
         .body(empty())

@@ -2,8 +2,9 @@
 //!
 //! - [`MetricsLayer`] records, per label set of the caller's choosing ([`Labels`], such as
 //!   [`HttpLabels`]: direction, authority, route, peer identity, endpoint): requests,
-//!   responses by status class, outcomes by `mesh_core::Class` (so a gRPC failure reported
-//!   only in the trailers counts as one, and a caller hanging up counts as cancelled),
+//!   responses by status class, outcomes by `mesh_core::Class` from the one classification it
+//!   joins (so a gRPC failure reported only in the trailers counts as one, and a caller hanging
+//!   up counts as cancelled),
 //!   requests in flight, and latency to the response headers and to the end of the response,
 //!   in HDR histograms ([`LatencySnapshot`]).
 //! - [`TcpMetrics`] and [`CountingIo`] count connections, bytes and TLS handshakes.
@@ -33,6 +34,7 @@
 //!
 //! ```
 //! use http_body_util::{BodyExt, Full};
+//! use mesh_core::classify::{AutoClassify, ClassifyLayer};
 //! use mesh_metrics::{Direction, HttpLabels, HttpMetrics, MetricsLayer, Registry};
 //! use tower::{ServiceBuilder, ServiceExt};
 //!
@@ -42,6 +44,8 @@
 //!     .layer(MetricsLayer::new(metrics.clone(), |req: &http::Request<()>| {
 //!         HttpLabels::from_request(Direction::Inbound, req).with_route("hello")
 //!     }))
+//!     // The one classification, which metrics (and retries, and the balancer) join.
+//!     .layer(ClassifyLayer::new(AutoClassify::new(), ()))
 //!     .service_fn(|_req: http::Request<()>| async {
 //!         Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(bytes::Bytes::from("hi"))))
 //!     });
@@ -72,8 +76,8 @@ pub use self::expose::{CONTENT_TYPE, Collect, Exposition, Registry};
 pub use self::family::DEFAULT_LABEL_SET_CAP;
 pub use self::histogram::{LatencySnapshot, MAX_MICROS};
 pub use self::http::{
-    ByLabels, HttpMetrics, HttpMetricsSnapshot, HttpSeries, HttpSnapshot, MetricsLayer,
-    MetricsService, Recorder, ResponseFuture, SelectSeries,
+    ByLabels, HttpMetrics, HttpMetricsSnapshot, HttpSeries, HttpSnapshot, Metrics, MetricsLayer,
+    NewRecorder, Recorder, SelectSeries,
 };
 pub use self::labels::{
     ConstLabels, Direction, HttpLabels, InvalidLabelName, LabelEncoder, Labels,

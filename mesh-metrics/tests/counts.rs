@@ -7,6 +7,7 @@ use std::time::Duration;
 use http::{Request, Response};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
+use mesh_core::classify::{AutoClassify, ClassifyLayer};
 use mesh_core::test_util::{
     ConnectService, HttpVersion, TestBody, TestClient, TestServer, closed_port, empty, full,
     grpc_response, grpc_trailers, stalled_after,
@@ -58,7 +59,10 @@ async fn client_side(version: HttpVersion) {
     let server = TestServer::start(answer).await.expect("server");
     let authority = server.addr().to_string();
     let metrics = HttpMetrics::new();
-    let layer = MetricsLayer::new(metrics.clone(), by_path);
+    let layer = (
+        MetricsLayer::new(metrics.clone(), by_path),
+        ClassifyLayer::new(AutoClassify::new(), ()),
+    );
     let svc = layer.layer(ConnectService::new(server.addr(), version));
 
     let get = |path: &str| {
@@ -200,6 +204,7 @@ async fn metered_server(metrics: HttpMetrics<HttpLabels>) -> TestServer {
         .layer(MetricsLayer::new(metrics, |req: &Request<Incoming>| {
             HttpLabels::from_request(Direction::Inbound, req)
         }))
+        .layer(ClassifyLayer::new(AutoClassify::new(), ()))
         .service_fn(handle);
     TestServer::serve(svc).await.expect("server")
 }

@@ -5,6 +5,7 @@ use std::convert::Infallible;
 use bytes::Bytes;
 use http::{Request, Response};
 use http_body_util::{BodyExt, Empty};
+use mesh_core::classify::{AutoClassify, ClassifyLayer};
 use mesh_metrics::{DEFAULT_LABEL_SET_CAP, Direction, HttpLabels, HttpMetrics, MetricsLayer};
 use tower::{Layer, Service, ServiceExt, service_fn};
 
@@ -12,12 +13,15 @@ use tower::{Layer, Service, ServiceExt, service_fn};
 async fn unique_paths_fold_into_one_overflow_series() {
     let metrics = HttpMetrics::new();
     // The worst labeler there is: the raw path as the route.
-    let mut svc = MetricsLayer::new(metrics.clone(), |req: &Request<()>| {
-        HttpLabels::new(Direction::Inbound).with_route(req.uri().path())
-    })
-    .layer(service_fn(|_: Request<()>| async {
-        Ok::<_, Infallible>(Response::new(Empty::<Bytes>::new()))
-    }));
+    let mut svc = (
+        MetricsLayer::new(metrics.clone(), |req: &Request<()>| {
+            HttpLabels::new(Direction::Inbound).with_route(req.uri().path())
+        }),
+        ClassifyLayer::new(AutoClassify::new(), ()),
+    )
+        .layer(service_fn(|_: Request<()>| async {
+            Ok::<_, Infallible>(Response::new(Empty::<Bytes>::new()))
+        }));
 
     let mut send = async |i: usize| {
         let req = Request::get(format!("/items/{i}")).body(()).expect("valid");

@@ -10,6 +10,7 @@ use bytes::Bytes;
 use http::{Request, Response};
 use http_body::{Body, Frame};
 use http_body_util::BodyExt;
+use mesh_core::classify::{AutoClassify, ClassifyLayer};
 use mesh_metrics::{HttpMetrics, LatencySnapshot, MetricsLayer};
 use tokio::time::Sleep;
 use tower::{Layer, ServiceExt, service_fn};
@@ -52,16 +53,16 @@ fn assert_near(snap: &LatencySnapshot, q: f64, expected: Duration) {
 async fn quantiles_match_injected_delays() {
     let metrics = HttpMetrics::new();
     // Request `i` waits i ms for its headers, then 2*i ms more for its body.
-    let svc = MetricsLayer::new(metrics.clone(), |_: &Request<u64>| ()).layer(service_fn(
-        |req: Request<u64>| async move {
-            let ms = *req.body();
-            tokio::time::sleep(Duration::from_millis(ms)).await;
-            let body = Delayed {
-                sleep: Some(Box::pin(tokio::time::sleep(Duration::from_millis(2 * ms)))),
-            };
-            Ok::<_, Infallible>(Response::new(body))
-        },
-    ));
+    let classified = ClassifyLayer::new(AutoClassify::new(), ());
+    let metrics_layer = MetricsLayer::new(metrics.clone(), |_: &Request<u64>| ());
+    let svc = (metrics_layer, classified).layer(service_fn(|req: Request<u64>| async move {
+        let ms = *req.body();
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+        let body = Delayed {
+            sleep: Some(Box::pin(tokio::time::sleep(Duration::from_millis(2 * ms)))),
+        };
+        Ok::<_, Infallible>(Response::new(body))
+    }));
     for ms in 1..=200u64 {
         let rsp = svc
             .clone()
@@ -90,12 +91,12 @@ async fn quantiles_match_injected_delays() {
 #[tokio::test(start_paused = true)]
 async fn latencies_beyond_the_range_are_kept_at_its_top() {
     let metrics = HttpMetrics::new();
-    let svc = MetricsLayer::new(metrics.clone(), |_: &Request<()>| ()).layer(service_fn(
-        |_: Request<()>| async {
-            tokio::time::sleep(Duration::from_secs(120)).await;
-            Ok::<_, Infallible>(Response::new(http_body_util::Empty::<Bytes>::new()))
-        },
-    ));
+    let classified = ClassifyLayer::new(AutoClassify::new(), ());
+    let metrics_layer = MetricsLayer::new(metrics.clone(), |_: &Request<()>| ());
+    let svc = (metrics_layer, classified).layer(service_fn(|_: Request<()>| async {
+        tokio::time::sleep(Duration::from_secs(120)).await;
+        Ok::<_, Infallible>(Response::new(http_body_util::Empty::<Bytes>::new()))
+    }));
     let rsp = svc.oneshot(Request::new(())).await.expect("response");
     rsp.into_body().collect().await.expect("body");
     let snap = metrics.snapshot();

@@ -7,6 +7,7 @@ use std::time::Duration;
 use http::{Request, Response, StatusCode};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
+use mesh_core::classify::{AutoClassify, ClassifyLayer};
 use mesh_core::grpc::GrpcCode;
 use mesh_core::test_util::{
     HttpVersion, TestBody, TestClient, TestServer, empty, full, grpc_response, grpc_trailers,
@@ -42,6 +43,7 @@ async fn tapped_app(tap: Tap) -> TestServer {
             MetricsLayer::new(HttpMetrics::new(), |_: &Request<Incoming>| ())
                 .with_tap(tap, Direction::Inbound),
         )
+        .layer(ClassifyLayer::new(AutoClassify::new(), ()))
         .service_fn(answer);
     TestServer::serve(svc).await.expect("server")
 }

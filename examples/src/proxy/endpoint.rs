@@ -2,15 +2,10 @@
 //! [`EndpointClient`] carries HTTP (pooled, HTTP/2 between proxies); [`TcpEndpoint`] opens one
 //! meshed connection for opaque TCP.
 
-use std::future::Future;
-use std::pin::Pin;
-use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 
-use bytes::Bytes;
 use http::uri::Authority;
 use http::{Request, Response, Version};
-use http_body_util::Empty;
 use hyper::body::Incoming;
 use hyper_util::client::legacy::ResponseFuture;
 use mesh_core::retry::ReplayBody;
@@ -90,20 +85,8 @@ impl tower::Service<Request<OutboundBody>> for EndpointClient {
 /// A meshed connection to an endpoint.
 pub(crate) type MeshStream = tokio_rustls::client::TlsStream<TcpStream>;
 
-/// Hands a connection out of a response's extensions (which must be `Clone`) exactly once.
-#[derive(Clone, Debug)]
-pub(crate) struct Handoff(Arc<Mutex<Option<MeshStream>>>);
-
-impl Handoff {
-    /// Takes the connection, if nobody has.
-    pub(crate) fn take(&self) -> Option<MeshStream> {
-        self.0.lock().unwrap_or_else(PoisonError::into_inner).take()
-    }
-}
-
-/// Opaque TCP to one endpoint: each "request" opens one mTLS connection, so that the balancer
-/// picks endpoints for connections by the same rules (connect latency, failure accrual) it
-/// uses for HTTP requests. The connection comes back in the response's [`Handoff`].
+/// Opaque TCP to one endpoint: one mTLS connection per [`TcpEndpoint::connect`], expecting the
+/// endpoint's identity. The balancer core picks which endpoint gets each connection.
 #[derive(Clone, Debug)]
 pub(crate) struct TcpEndpoint {
     tls: TlsConnector,
@@ -129,35 +112,22 @@ impl TcpEndpoint {
                 }),
         }
     }
-}
 
-impl tower::Service<Request<Empty<Bytes>>> for TcpEndpoint {
-    type Response = Response<Empty<Bytes>>;
-    type Error = BoxError;
-    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, BoxError>> + Send>>;
-
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, _: Request<Empty<Bytes>>) -> Self::Future {
-        let tls = self.tls.clone();
-        let target = self.target.clone();
-        Box::pin(async move {
-            let MeshEndpoint { addr, identity } =
-                target.ok_or("the endpoint has no identity to verify it by")?;
-            let tcp = TcpStream::connect(addr)
-                .await
-                .map_err(|e| mesh_core::error::ConnectError::new(addr, e))?;
-            let _ = tcp.set_nodelay(true);
-            let stream = tls
-                .connect(tcp, &identity)
-                .await
-                .map_err(|e| mesh_core::error::ConnectError::new(addr, e))?;
-            let mut rsp = Response::new(Empty::new());
-            rsp.extensions_mut()
-                .insert(Handoff(Arc::new(Mutex::new(Some(stream)))));
-            Ok::<_, BoxError>(rsp)
-        })
+    /// Opens one meshed connection.
+    pub(crate) async fn connect(&self) -> Result<MeshStream, BoxError> {
+        let MeshEndpoint { addr, identity } = self
+            .target
+            .clone()
+            .ok_or("the endpoint has no identity to verify it by")?;
+        let tcp = TcpStream::connect(addr)
+            .await
+            .map_err(|e| mesh_core::error::ConnectError::new(addr, e))?;
+        let _ = tcp.set_nodelay(true);
+        let stream = self
+            .tls
+            .connect(tcp, &identity)
+            .await
+            .map_err(|e| mesh_core::error::ConnectError::new(addr, e))?;
+        Ok(stream)
     }
 }

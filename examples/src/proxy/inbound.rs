@@ -9,6 +9,7 @@ use http::uri::Authority;
 use http::{Request, Response, Version};
 use hyper::body::Incoming;
 use mesh_core::PeerIdentity;
+use mesh_core::classify::{AutoClassify, ClassifyLayer};
 use mesh_core::detect::{DetectConfig, Protocol, detect_protocol};
 use mesh_metrics::{Direction, HttpLabels, MetricsLayer};
 use mesh_tls::authz::{AuthorizeLayer, AuthzPolicy};
@@ -123,6 +124,8 @@ impl Inbound {
             ServiceBuilder::new()
                 .layer(SetPeerIdentityLayer::new(peer.clone()))
                 .layer(metrics)
+                // The one classification, above authorization so that refusals count too.
+                .layer(ClassifyLayer::new(AutoClassify::new(), ()))
                 .layer(AuthorizeLayer::new(self.policy.clone()))
                 .service(app),
         );

@@ -9,14 +9,12 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use bytes::Bytes;
 use http::{Request, Response};
-use http_body_util::{BodyExt, Empty};
 use hyper::body::Incoming;
-use mesh_balance::{Balance, BalanceConfig, EndpointSnapshot};
+use mesh_balance::{Balance, BalanceConfig, Balancer, EndpointSnapshot};
 use mesh_core::detect::{DetectConfig, Protocol, detect_protocol};
-use mesh_core::retry::{RetryBudget, RetryLayer, RetryPolicy};
-use mesh_core::{BoxError, Endpoint, TimeoutLayer};
+use mesh_core::retry::{ReplayBody, RetryBudget, RetryLayer, RetryPolicy};
+use mesh_core::{Class, Endpoint, TimeoutLayer};
 use mesh_metrics::{Direction, HttpLabels, MetricsLayer};
 use tokio::net::TcpListener;
 use tower::{Service, ServiceBuilder, ServiceExt};
@@ -25,7 +23,7 @@ use super::config::{self, Config};
 use super::discovery;
 use super::drain::DrainWatch;
 use super::edge::{edge, unknown_authority};
-use super::endpoint::{EndpointClient, Handoff, TcpEndpoint};
+use super::endpoint::{EndpointClient, TcpEndpoint};
 use super::routes::RouteTable;
 use super::serve::{HttpService, ProxyBody, accept, serve_http};
 use super::{Shared, StartError, tcp};
@@ -47,8 +45,9 @@ pub(crate) struct Services {
     pub(crate) snapshots: Vec<(String, &'static str, SnapshotFn)>,
 }
 
-/// A service's balancer for opaque TCP connections.
-pub(crate) type TcpBalance = Balance<TcpEndpoint>;
+/// A service's balancer for opaque TCP connections: the balancer core itself, each pick a
+/// connection whose outcome (connected or refused) it records.
+pub(crate) type TcpBalance = Balancer<TcpEndpoint>;
 
 /// Builds every configured service.
 pub(crate) fn services(config: &Config, shared: &Shared) -> Result<Services, StartError> {
@@ -72,17 +71,26 @@ pub(crate) fn services(config: &Config, shared: &Shared) -> Result<Services, Sta
             for authority in &service.authorities {
                 routes.insert(authority.get_ref().to_ascii_lowercase(), stack.clone());
             }
-            snapshots.push((name.clone(), "http", snapshot_of(balance)));
+            snapshots.push((
+                name.clone(),
+                "http",
+                snapshot_fn(move || balance.snapshot()),
+            ));
         }
         if tcp_names.contains(&name.as_str()) {
             let tls = shared.tls.clone();
             let identity = service.identity.as_ref().map(|i| i.0.clone());
-            let balance = Balance::new::<_, _, _, Empty<Bytes>>(
+            let balance = Balancer::new(
                 discovery::updates(service)?,
                 move |e: &Endpoint| TcpEndpoint::new(&tls, e, identity.as_ref()),
                 BalanceConfig::default(),
             );
-            snapshots.push((name.clone(), "tcp", snapshot_of(balance.clone())));
+            let snapshot = balance.clone();
+            snapshots.push((
+                name.clone(),
+                "tcp",
+                snapshot_fn(move || snapshot.snapshot()),
+            ));
             tcp.insert(name, balance);
         }
     }
@@ -103,10 +111,8 @@ pub(crate) fn services(config: &Config, shared: &Shared) -> Result<Services, Sta
     })
 }
 
-fn snapshot_of<S: Send + Sync + 'static, C: Send + Sync + 'static>(
-    balance: Balance<S, C>,
-) -> SnapshotFn {
-    Arc::new(move || balance.snapshot())
+fn snapshot_fn(snapshot: impl Fn() -> Vec<EndpointSnapshot> + Send + Sync + 'static) -> SnapshotFn {
+    Arc::new(snapshot)
 }
 
 /// One service's stack: metrics and tap, a deadline on the response headers (all tries), retries
@@ -114,7 +120,7 @@ fn snapshot_of<S: Send + Sync + 'static, C: Send + Sync + 'static>(
 fn http_service(
     service: &config::Service,
     shared: &Shared,
-) -> Result<(HttpService, Balance<EndpointClient>), StartError> {
+) -> Result<(HttpService, Balance<EndpointClient, ReplayBody<Incoming>>), StartError> {
     let tls = shared.tls.clone();
     let identity = service.identity.as_ref().map(|i| i.0.clone());
     let balance = Balance::new(
@@ -259,23 +265,27 @@ pub(crate) async fn serve_tcp(
     }
 }
 
-/// Sends an opaque connection's bytes to the endpoint the balancer picks, over mTLS.
+/// Sends an opaque connection's bytes to the endpoint the balancer picks, over mTLS. The
+/// connection attempt is the pick's outcome: its latency feeds the load estimate, and a refused
+/// or failed handshake counts toward the endpoint's failure accrual.
 async fn forward<I>(io: I, balance: TcpBalance, drain: DrainWatch)
 where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
-    let upstream = async {
-        let rsp = balance.oneshot(Request::new(Empty::<Bytes>::new())).await?;
-        let handoff = rsp.extensions().get::<Handoff>().cloned();
-        // Ending the (empty) body completes the exchange, so that the balancer counts the
-        // connection as a success.
-        rsp.into_body().collect().await?;
-        handoff
-            .and_then(|h| h.take())
-            .ok_or_else(|| BoxError::from("no connection was handed over"))
+    let pick = match balance.pick_ready().await {
+        Ok(pick) => pick,
+        Err(e) => return tracing::warn!(error = %e, "opaque connection: no endpoint is ready"),
     };
-    match upstream.await {
-        Ok(upstream) => tcp::splice(io, upstream, drain).await,
-        Err(e) => tracing::warn!(error = %e, "opaque connection: no endpoint could be reached"),
+    let mut outcome = pick.outcome;
+    match pick.target.connect().await {
+        Ok(upstream) => {
+            outcome.responded(false);
+            outcome.record(Class::Success);
+            tcp::splice(io, upstream, drain).await;
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, endpoint = %outcome.endpoint(), "opaque connection: the endpoint could not be reached");
+            outcome.record(Class::of_error(&*e));
+        }
     }
 }

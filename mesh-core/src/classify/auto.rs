@@ -1,7 +1,5 @@
 //! The mesh's default strategy: gRPC rules for gRPC requests, HTTP rules for the rest.
 
-use std::error::Error;
-
 use http::{HeaderMap, Request, Response};
 
 use super::{
@@ -70,13 +68,6 @@ impl ClassifyResponse for AutoResponse {
             Self::Grpc(c) => AutoEos::Grpc(c.classify_response(rsp)),
         }
     }
-
-    fn classify_error(self, err: &(dyn Error + 'static)) -> Class {
-        match self {
-            Self::Http(c) => c.classify_error(err),
-            Self::Grpc(c) => c.classify_error(err),
-        }
-    }
 }
 
 impl ClassifyEos for AutoEos {
@@ -84,13 +75,6 @@ impl ClassifyEos for AutoEos {
         match self {
             Self::Http(c) => c.classify_eos(trailers),
             Self::Grpc(c) => c.classify_eos(trailers),
-        }
-    }
-
-    fn classify_error(self, err: &(dyn Error + 'static)) -> Class {
-        match self {
-            Self::Http(c) => c.classify_error(err),
-            Self::Grpc(c) => c.classify_error(err),
         }
     }
 

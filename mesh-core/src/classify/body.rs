@@ -3,31 +3,33 @@
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
-use http::{Extensions, HeaderMap};
+use http::{HeaderMap, Response};
 use http_body::{Body, Frame, SizeHint};
-use pin_project::{pin_project, pinned_drop};
+use pin_project::pin_project;
 
-use super::{Class, ClassifyEos};
+use super::{Class, Classified, ClassifyEos, FailureReason};
 use crate::error::BoxError;
 
 /// Receives the [`Class`] of a request, once.
 ///
 /// Implemented for closures, for `()` (nobody listens), for `Option`, for [`ClassHandle`]
 /// (publishes it), and for pairs and triples, which hand the same decision to each member: that
-/// is how metrics, failure accrual and retries share one classification without allocating.
+/// is how metrics, failure accrual and retries share one classification without allocating
+/// (see [`Classified::join`]).
 ///
 /// [`ClassHandle`]: super::ClassHandle
 pub trait OnClass {
     /// Called once with the outcome.
     fn on_class(self, class: Class);
 
-    /// Called with the response's extensions before the body is wrapped, so that a listener can
-    /// leave a way for layers further out to reach the outcome ([`ClassHandle`] inserts a clone
-    /// of itself). Does nothing by default.
+    /// Called with the response head when it arrives, before its body is wrapped or joined:
+    /// a listener may record the status (metrics), or leave a way for layers further out to
+    /// reach the outcome ([`ClassHandle`] inserts a clone of itself in the extensions). Does
+    /// nothing by default.
     ///
     /// [`ClassHandle`]: super::ClassHandle
-    fn publish(&self, extensions: &mut Extensions) {
-        let _ = extensions;
+    fn on_response<T>(&mut self, rsp: &mut Response<T>) {
+        let _ = rsp;
     }
 
     /// Called with the response's trailers when they pass, just before the class is decided
@@ -55,9 +57,9 @@ impl<A: OnClass> OnClass for Option<A> {
         }
     }
 
-    fn publish(&self, extensions: &mut Extensions) {
+    fn on_response<T>(&mut self, rsp: &mut Response<T>) {
         if let Some(a) = self {
-            a.publish(extensions);
+            a.on_response(rsp);
         }
     }
 
@@ -74,9 +76,9 @@ impl<A: OnClass, B: OnClass> OnClass for (A, B) {
         self.1.on_class(class);
     }
 
-    fn publish(&self, extensions: &mut Extensions) {
-        self.0.publish(extensions);
-        self.1.publish(extensions);
+    fn on_response<T>(&mut self, rsp: &mut Response<T>) {
+        self.0.on_response(rsp);
+        self.1.on_response(rsp);
     }
 
     fn on_trailers(&mut self, trailers: &HeaderMap) {
@@ -92,10 +94,10 @@ impl<A: OnClass, B: OnClass, C: OnClass> OnClass for (A, B, C) {
         self.2.on_class(class);
     }
 
-    fn publish(&self, extensions: &mut Extensions) {
-        self.0.publish(extensions);
-        self.1.publish(extensions);
-        self.2.publish(extensions);
+    fn on_response<T>(&mut self, rsp: &mut Response<T>) {
+        self.0.on_response(rsp);
+        self.1.on_response(rsp);
+        self.2.on_response(rsp);
     }
 
     fn on_trailers(&mut self, trailers: &HeaderMap) {
@@ -114,7 +116,7 @@ impl<A: OnClass, B: OnClass, C: OnClass> OnClass for (A, B, C) {
 ///   for a trailers-only gRPC response, which is then classified as ended).
 ///
 /// The body's error type becomes [`BoxError`] so that the error can be classified and still
-/// passed on unchanged.
+/// passed on unchanged. Layers further out add their listeners with [`Classified::join`].
 ///
 /// ```
 /// use http_body_util::{BodyExt, Full};
@@ -132,30 +134,67 @@ impl<A: OnClass, B: OnClass, C: OnClass> OnClass for (A, B, C) {
 /// # })?;
 /// # Ok::<(), Box<dyn std::error::Error + Send + Sync>>(())
 /// ```
-#[pin_project(PinnedDrop)]
+#[pin_project]
 pub struct ClassifiedBody<B, C, F>
 where
-    B: Body,
     C: ClassifyEos,
     F: OnClass,
 {
     #[pin]
     inner: B,
+    decision: Decision<C, F>,
+}
+
+/// The classification in progress: decided at most once, and on drop if not before. Kept apart
+/// from the body so that [`Classified::join`] can move the body's fields.
+struct Decision<C: ClassifyEos, F: OnClass> {
     pending: Option<(C, F)>,
+    /// What the head decided, asked once: every reader gets it without the classifier.
+    head: Option<Class>,
+    decided: Option<Class>,
+    /// Whether the body had nothing left to send when last looked at (it changes only when
+    /// polled): a body dropped then was not cut short.
+    end_stream: bool,
+}
+
+impl<C: ClassifyEos, F: OnClass> Decision<C, F> {
+    fn decide(&mut self, how: impl FnOnce(C) -> Class) {
+        if let Some((eos, on_class)) = self.pending.take() {
+            let class = how(eos);
+            self.decided = Some(class);
+            on_class.on_class(class);
+        }
+    }
+}
+
+impl<C: ClassifyEos, F: OnClass> Drop for Decision<C, F> {
+    fn drop(&mut self) {
+        if self.end_stream {
+            self.decide(|eos| eos.classify_eos(None));
+        } else {
+            self.decide(ClassifyEos::classify_cancelled);
+        }
+    }
 }
 
 impl<B: Body, C: ClassifyEos, F: OnClass> ClassifiedBody<B, C, F> {
     /// Wraps `inner`; `eos` finishes the classification and `on_class` receives it.
     pub fn new(inner: B, eos: C, on_class: F) -> Self {
+        let end_stream = inner.is_end_stream();
         Self {
             inner,
-            pending: Some((eos, on_class)),
+            decision: Decision {
+                head: eos.classify_head(),
+                pending: Some((eos, on_class)),
+                decided: None,
+                end_stream,
+            },
         }
     }
 
     /// Whether the class has been decided and handed over.
     pub fn is_classified(&self) -> bool {
-        self.pending.is_none()
+        self.decision.pending.is_none()
     }
 
     /// The wrapped body.
@@ -173,14 +212,8 @@ where
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ClassifiedBody")
             .field("inner", &self.inner)
-            .field("classified", &self.pending.is_none())
+            .field("class", &self.decision.decided)
             .finish()
-    }
-}
-
-fn decide<C: ClassifyEos, F: OnClass>(pending: &mut Option<(C, F)>, how: impl FnOnce(C) -> Class) {
-    if let Some((eos, on_class)) = pending.take() {
-        on_class.on_class(how(eos));
     }
 }
 
@@ -199,27 +232,29 @@ where
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
         let mut this = self.project();
+        let decision = this.decision;
         let frame = match ready!(this.inner.as_mut().poll_frame(cx)) {
             Some(Ok(frame)) => frame,
             Some(Err(err)) => {
                 let err: BoxError = err.into();
-                decide(this.pending, |eos| eos.classify_error(&*err));
+                decision.decide(|eos| eos.classify_error(&*err));
                 return Poll::Ready(Some(Err(err)));
             }
             None => {
-                decide(this.pending, |eos| eos.classify_eos(None));
+                decision.decide(|eos| eos.classify_eos(None));
                 return Poll::Ready(None);
             }
         };
-        if this.pending.is_some() {
+        if decision.pending.is_some() {
             if let Some(trailers) = frame.trailers_ref() {
-                if let Some((_, on_class)) = this.pending.as_mut() {
+                if let Some((_, on_class)) = decision.pending.as_mut() {
                     on_class.on_trailers(trailers);
                 }
-                decide(this.pending, |eos| eos.classify_eos(Some(trailers)));
+                decision.decide(|eos| eos.classify_eos(Some(trailers)));
             } else if this.inner.is_end_stream() {
-                decide(this.pending, |eos| eos.classify_eos(None));
+                decision.decide(|eos| eos.classify_eos(None));
             }
+            decision.end_stream = this.inner.is_end_stream();
         }
         Poll::Ready(Some(Ok(frame)))
     }
@@ -233,25 +268,47 @@ where
     }
 }
 
-#[pinned_drop]
-impl<B, C, F> PinnedDrop for ClassifiedBody<B, C, F>
+impl<B, C, F> Classified for ClassifiedBody<B, C, F>
 where
-    B: Body,
+    B: Body + Unpin,
+    B::Error: Into<BoxError>,
     C: ClassifyEos,
     F: OnClass,
 {
-    fn drop(self: Pin<&mut Self>) {
-        let this = self.project();
-        if this.pending.is_none() {
-            return;
+    type Joined<L: OnClass> = ClassifiedBody<B, C, (F, L)>;
+
+    fn join<L: OnClass>(mut self, listener: L) -> Self::Joined<L> {
+        let decision = &mut self.decision;
+        let pending = match (decision.pending.take(), decision.decided) {
+            (Some((eos, on_class)), _) => Some((eos, (on_class, listener))),
+            (None, decided) => {
+                // Decided before this listener came (a retry read the trailers first).
+                listener.on_class(decided.unwrap_or(Class::Failure(FailureReason::Cancelled)));
+                None
+            }
+        };
+        let joined = Decision {
+            pending,
+            head: decision.head,
+            decided: decision.decided,
+            end_stream: decision.end_stream,
+        };
+        ClassifiedBody {
+            inner: self.inner,
+            decision: joined,
         }
-        // A body with nothing left to send (a trailers-only gRPC response, a 204) was not cut
-        // short by being dropped unread.
-        if this.inner.is_end_stream() {
-            decide(this.pending, |eos| eos.classify_eos(None));
-        } else {
-            decide(this.pending, ClassifyEos::classify_cancelled);
-        }
+    }
+
+    fn head_class(&self) -> Option<Class> {
+        self.decision.head
+    }
+
+    fn class(&self) -> Option<Class> {
+        self.decision.decided
+    }
+
+    fn fail(&mut self, err: &(dyn std::error::Error + 'static)) {
+        self.decision.decide(|eos| eos.classify_error(err));
     }
 }
 

@@ -33,6 +33,13 @@ pub enum FailureReason {
 }
 
 impl Class {
+    /// The class of an error returned instead of a response, or by a response body: a failure
+    /// of the error's [`ErrorKind`]. Errors have no rules to apply (HTTP and gRPC alike), so
+    /// every layer that sees one reaches the same class without a classifier.
+    pub fn of_error(err: &(dyn std::error::Error + 'static)) -> Self {
+        Self::Failure(FailureReason::Error(ErrorKind::of(err)))
+    }
+
     /// Whether the request succeeded.
     pub fn is_success(self) -> bool {
         matches!(self, Self::Success)

@@ -1,11 +1,8 @@
 //! gRPC classification: by `grpc-status`, wherever it arrives.
 
-use std::error::Error;
-
 use http::{HeaderMap, Request, Response, StatusCode};
 
 use super::{Class, Classify, ClassifyEos, ClassifyResponse, FailureReason};
-use crate::error::ErrorKind;
 use crate::grpc::{GrpcCode, GrpcCodeSet};
 
 /// Classifies gRPC by its status.
@@ -88,10 +85,6 @@ impl ClassifyResponse for GrpcResponse {
         }
         GrpcEos::AwaitingTrailers(self.rules)
     }
-
-    fn classify_error(self, err: &(dyn Error + 'static)) -> Class {
-        Class::Failure(FailureReason::Error(ErrorKind::of(err)))
-    }
 }
 
 impl ClassifyEos for GrpcEos {
@@ -102,10 +95,6 @@ impl ClassifyEos for GrpcEos {
                 .class_of_header(trailers)
                 .unwrap_or(Class::Failure(FailureReason::Grpc(GrpcCode::INTERNAL))),
         }
-    }
-
-    fn classify_error(self, err: &(dyn Error + 'static)) -> Class {
-        Class::Failure(FailureReason::Error(ErrorKind::of(err)))
     }
 
     fn classify_cancelled(self) -> Class {

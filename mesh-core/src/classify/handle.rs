@@ -4,7 +4,6 @@ use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering, fence};
 use std::sync::{Arc, OnceLock};
 
-use http::Extensions;
 use tokio::sync::Notify;
 
 use super::{Class, OnClass};
@@ -73,8 +72,8 @@ impl OnClass for ClassHandle {
         }
     }
 
-    fn publish(&self, extensions: &mut Extensions) {
-        extensions.insert(self.clone());
+    fn on_response<T>(&mut self, rsp: &mut http::Response<T>) {
+        rsp.extensions_mut().insert(self.clone());
     }
 }
 

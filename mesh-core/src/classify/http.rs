@@ -1,11 +1,8 @@
 //! HTTP classification: 5xx responses and errors are failures.
 
-use std::error::Error;
-
 use http::{HeaderMap, Request, Response, StatusCode};
 
 use super::{Class, Classify, ClassifyEos, ClassifyResponse, FailureReason};
-use crate::error::ErrorKind;
 
 /// Classifies plain HTTP: a 5xx status, an error instead of a response, or a body that fails
 /// is a failure; anything else is a success.
@@ -50,19 +47,11 @@ impl ClassifyResponse for HttpResponse {
     fn classify_response<B>(self, rsp: &Response<B>) -> HttpEos {
         HttpEos::new(rsp.status())
     }
-
-    fn classify_error(self, err: &(dyn Error + 'static)) -> Class {
-        Class::Failure(FailureReason::Error(ErrorKind::of(err)))
-    }
 }
 
 impl ClassifyEos for HttpEos {
     fn classify_eos(self, _: Option<&HeaderMap>) -> Class {
         self.by_status().unwrap_or(Class::Success)
-    }
-
-    fn classify_error(self, err: &(dyn Error + 'static)) -> Class {
-        Class::Failure(FailureReason::Error(ErrorKind::of(err)))
     }
 
     fn classify_head(&self) -> Option<Class> {

@@ -1,28 +1,31 @@
 //! A tower layer that classifies every response of a service.
 
-use std::future::Future;
-use std::pin::Pin;
-use std::task::{Context, Poll, ready};
+use std::task::{Context, Poll};
 
 use http::{Request, Response};
 use http_body::Body;
-use pin_project::{pin_project, pinned_drop};
 use tower::{Layer, Service};
 
-use super::{
-    Class, ClassHandle, ClassifiedBody, Classify, ClassifyResponse, FailureReason, OnClass,
-};
+use super::future::{Classifies, ResponseFuture};
+use super::{ClassHandle, ClassifiedBody, Classify, ClassifyResponse, OnClass};
 use crate::error::BoxError;
 
 /// Makes the [`OnClass`] listener for each request: the hook through which metrics, failure
 /// accrual or anything else receives the outcome.
-pub trait NewOnClass {
+pub trait NewOnClass<B> {
     /// The listener for one request.
     type OnClass: OnClass;
 
     /// The listener for `req`, which may capture what it needs from the request (its route,
     /// its start time).
-    fn new_on_class<B>(&self, req: &Request<B>) -> Self::OnClass;
+    fn new_on_class(&mut self, req: &Request<B>) -> Self::OnClass;
+}
+
+/// Nobody listens: the classification is made for layers further out to join.
+impl<B> NewOnClass<B> for () {
+    type OnClass = ();
+
+    fn new_on_class(&mut self, _: &Request<B>) {}
 }
 
 /// Publishes each request's outcome as a [`ClassHandle`] in the response's extensions, for
@@ -31,20 +34,22 @@ pub trait NewOnClass {
 #[derive(Clone, Copy, Debug, Default)]
 pub struct PublishClass;
 
-impl NewOnClass for PublishClass {
+impl<B> NewOnClass<B> for PublishClass {
     type OnClass = ClassHandle;
 
-    fn new_on_class<B>(&self, _: &Request<B>) -> ClassHandle {
+    fn new_on_class(&mut self, _: &Request<B>) -> ClassHandle {
         ClassHandle::new()
     }
 }
 
 /// Classifies every response of the wrapped service with a [`Classify`] strategy and hands each
-/// outcome to a listener made by a [`NewOnClass`].
+/// outcome to a listener made by a [`NewOnClass`]: the one classification of a stack that has no
+/// balancer (which classifies by itself). Layers further out join it
+/// ([`JoinClassLayer`](super::JoinClassLayer)); with `()` as the listener, only they listen.
 ///
 /// An error instead of a response is classified at once; a response is classified when its body
 /// ends (see [`ClassifiedBody`]); a request dropped before its response arrived is
-/// [`FailureReason::Cancelled`].
+/// [`FailureReason::Cancelled`](super::FailureReason::Cancelled).
 ///
 /// ```
 /// use http_body_util::{BodyExt, Full};
@@ -83,10 +88,10 @@ impl<C, N> ClassifyLayer<C, N> {
 }
 
 impl<S, C: Clone, N: Clone> Layer<S> for ClassifyLayer<C, N> {
-    type Service = ClassifyService<S, C, N>;
+    type Service = Classifier<S, C, N>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        ClassifyService {
+        Classifier {
             inner,
             classify: self.classify.clone(),
             new_on_class: self.new_on_class.clone(),
@@ -96,33 +101,31 @@ impl<S, C: Clone, N: Clone> Layer<S> for ClassifyLayer<C, N> {
 
 /// The service made by [`ClassifyLayer`].
 #[derive(Clone, Debug)]
-pub struct ClassifyService<S, C, N> {
+pub struct Classifier<S, C, N> {
     inner: S,
     classify: C,
     new_on_class: N,
 }
 
-impl<S, C, N> ClassifyService<S, C, N> {
+impl<S, C, N> Classifier<S, C, N> {
     /// The wrapped service.
     pub fn get_ref(&self) -> &S {
         &self.inner
     }
 }
 
-type Eos<C> = <<C as Classify>::Response as ClassifyResponse>::Eos;
-
-impl<S, C, N, ReqB, ResB> Service<Request<ReqB>> for ClassifyService<S, C, N>
+impl<S, C, N, ReqB, ResB> Service<Request<ReqB>> for Classifier<S, C, N>
 where
     S: Service<Request<ReqB>, Response = Response<ResB>>,
     S::Error: Into<BoxError>,
     ResB: Body,
     ResB::Error: Into<BoxError>,
     C: Classify,
-    N: NewOnClass,
+    N: NewOnClass<ReqB>,
 {
     type Response = Response<ClassifiedBody<ResB, Eos<C>, N::OnClass>>;
     type Error = BoxError;
-    type Future = ResponseFuture<S::Future, C::Response, N::OnClass>;
+    type Future = ResponseFuture<S::Future, Classifies<C::Response>, N::OnClass>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx).map_err(Into::into)
@@ -131,70 +134,8 @@ where
     fn call(&mut self, req: Request<ReqB>) -> Self::Future {
         let classifier = self.classify.classify_request(&req);
         let on_class = self.new_on_class.new_on_class(&req);
-        ResponseFuture {
-            inner: self.inner.call(req),
-            pending: Some((classifier, on_class)),
-        }
+        ResponseFuture::new(self.inner.call(req), Classifies(classifier), on_class)
     }
 }
 
-/// The response future of [`ClassifyService`].
-#[pin_project(PinnedDrop)]
-pub struct ResponseFuture<F, R, O>
-where
-    O: OnClass,
-{
-    #[pin]
-    inner: F,
-    pending: Option<(R, O)>,
-}
-
-impl<F, R, O, ResB, E> Future for ResponseFuture<F, R, O>
-where
-    F: Future<Output = Result<Response<ResB>, E>>,
-    E: Into<BoxError>,
-    R: ClassifyResponse,
-    O: OnClass,
-    ResB: Body,
-{
-    type Output = Result<Response<ClassifiedBody<ResB, R::Eos, O>>, BoxError>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = self.project();
-        let result = ready!(this.inner.poll(cx));
-        let Some((classifier, on_class)) = this.pending.take() else {
-            return Poll::Ready(Err(
-                "classify: response future polled after completion".into()
-            ));
-        };
-        match result {
-            Ok(mut rsp) => {
-                let eos = classifier.classify_response(&rsp);
-                on_class.publish(rsp.extensions_mut());
-                Poll::Ready(Ok(rsp.map(|body| ClassifiedBody::new(body, eos, on_class))))
-            }
-            Err(err) => {
-                let err: BoxError = err.into();
-                on_class.on_class(classifier.classify_error(&*err));
-                Poll::Ready(Err(err))
-            }
-        }
-    }
-}
-
-impl<F, R, O: OnClass> std::fmt::Debug for ResponseFuture<F, R, O> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ResponseFuture")
-            .field("done", &self.pending.is_none())
-            .finish_non_exhaustive()
-    }
-}
-
-#[pinned_drop]
-impl<F, R, O: OnClass> PinnedDrop for ResponseFuture<F, R, O> {
-    fn drop(self: Pin<&mut Self>) {
-        if let Some((_, on_class)) = self.project().pending.take() {
-            on_class.on_class(Class::Failure(FailureReason::Cancelled));
-        }
-    }
-}
+type Eos<C> = <<C as Classify>::Response as ClassifyResponse>::Eos;

@@ -4,22 +4,19 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use http_body::{Body, Frame, SizeHint};
-use pin_project::pin_project;
 
+use crate::classify::{Class, Classified, OnClass};
 use crate::error::BoxError;
 
 /// A response body as the inner service produced it, or, when the retry layer had to read the
 /// first frame to find a gRPC status (and then kept the response), that frame followed by the
-/// rest.
-#[pin_project]
+/// rest. It carries the inner service's classification on ([`Classified`]).
 pub struct RetryBody<B: Body> {
-    #[pin]
     kind: Kind<B>,
 }
 
-#[pin_project(project = KindProj)]
 enum Kind<B: Body> {
-    Plain(#[pin] B),
+    Plain(B),
     // Boxed: rare, and large (a frame may hold trailers), so that it does not grow every
     // response.
     Peeked(Box<Peeked<B>>),
@@ -27,8 +24,9 @@ enum Kind<B: Body> {
 
 struct Peeked<B: Body> {
     first: Option<Result<Frame<B::Data>, BoxError>>,
-    // `None` once the body has ended.
-    rest: Option<Pin<Box<B>>>,
+    // Kept after its end too: its classification still reaches listeners joining late.
+    rest: B,
+    ended: bool,
 }
 
 impl<B: Body> RetryBody<B> {
@@ -39,20 +37,17 @@ impl<B: Body> RetryBody<B> {
     }
 
     /// A body whose first poll already returned `first` (`None`: the body had ended).
-    pub(super) fn peeked(
-        first: Option<Result<Frame<B::Data>, BoxError>>,
-        rest: Pin<Box<B>>,
-    ) -> Self {
-        let rest = first.is_some().then_some(rest);
+    pub(super) fn peeked(first: Option<Result<Frame<B::Data>, BoxError>>, rest: B) -> Self {
+        let ended = first.is_none();
         Self {
-            kind: Kind::Peeked(Box::new(Peeked { first, rest })),
+            kind: Kind::Peeked(Box::new(Peeked { first, rest, ended })),
         }
     }
 }
 
 impl<B> Body for RetryBody<B>
 where
-    B: Body,
+    B: Body + Unpin,
     B::Error: Into<BoxError>,
 {
     type Data = B::Data;
@@ -62,21 +57,20 @@ where
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<B::Data>, BoxError>>> {
-        match self.project().kind.project() {
-            KindProj::Plain(body) => body
+        match &mut self.get_mut().kind {
+            Kind::Plain(body) => Pin::new(body)
                 .poll_frame(cx)
                 .map(|frame| frame.map(|result| result.map_err(Into::into))),
-            KindProj::Peeked(peeked) => {
+            Kind::Peeked(peeked) => {
                 if let Some(frame) = peeked.first.take() {
                     return Poll::Ready(Some(frame));
                 }
-                match &mut peeked.rest {
-                    Some(body) => body
-                        .as_mut()
-                        .poll_frame(cx)
-                        .map(|frame| frame.map(|result| result.map_err(Into::into))),
-                    None => Poll::Ready(None),
+                if peeked.ended {
+                    return Poll::Ready(None);
                 }
+                Pin::new(&mut peeked.rest)
+                    .poll_frame(cx)
+                    .map(|frame| frame.map(|result| result.map_err(Into::into)))
             }
         }
     }
@@ -85,8 +79,7 @@ where
         match &self.kind {
             Kind::Plain(body) => body.is_end_stream(),
             Kind::Peeked(peeked) => {
-                peeked.first.is_none()
-                    && peeked.rest.as_ref().is_none_or(|body| body.is_end_stream())
+                peeked.first.is_none() && (peeked.ended || peeked.rest.is_end_stream())
             }
         }
     }
@@ -96,6 +89,59 @@ where
             Kind::Plain(body) => body.size_hint(),
             // The peeked frame's size is not tracked; say nothing rather than something wrong.
             Kind::Peeked(_) => SizeHint::default(),
+        }
+    }
+}
+
+impl<B> Classified for RetryBody<B>
+where
+    B: Classified,
+    B::Error: Into<BoxError>,
+{
+    type Joined<L: OnClass> = RetryBody<B::Joined<L>>;
+
+    fn join<L: OnClass>(self, mut listener: L) -> Self::Joined<L> {
+        match self.kind {
+            Kind::Plain(body) => RetryBody::plain(body.join(listener)),
+            Kind::Peeked(peeked) => {
+                let Peeked { first, rest, ended } = *peeked;
+                // The peeked trailers passed the classification before this listener came.
+                if let Some(trailers) = first
+                    .as_ref()
+                    .and_then(|f| f.as_ref().ok())
+                    .and_then(Frame::trailers_ref)
+                {
+                    listener.on_trailers(trailers);
+                }
+                RetryBody {
+                    kind: Kind::Peeked(Box::new(Peeked {
+                        first,
+                        rest: rest.join(listener),
+                        ended,
+                    })),
+                }
+            }
+        }
+    }
+
+    fn head_class(&self) -> Option<Class> {
+        match &self.kind {
+            Kind::Plain(body) => body.head_class(),
+            Kind::Peeked(peeked) => peeked.rest.head_class(),
+        }
+    }
+
+    fn class(&self) -> Option<Class> {
+        match &self.kind {
+            Kind::Plain(body) => body.class(),
+            Kind::Peeked(peeked) => peeked.rest.class(),
+        }
+    }
+
+    fn fail(&mut self, err: &(dyn std::error::Error + 'static)) {
+        match &mut self.kind {
+            Kind::Plain(body) => body.fail(err),
+            Kind::Peeked(peeked) => peeked.rest.fail(err),
         }
     }
 }

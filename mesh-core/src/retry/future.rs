@@ -14,7 +14,7 @@ use tower::Service;
 
 use super::replay::{ReplayBody, ReplaySource};
 use super::{RetryBody, Shared};
-use crate::classify::{Class, ClassifyEos, ClassifyResponse};
+use crate::classify::{Class, Classified};
 use crate::error::BoxError;
 use crate::timeout::TimeoutError;
 
@@ -25,34 +25,33 @@ pub(super) struct Retrying<B> {
 }
 
 /// A response held back until its first frame is read.
-struct Peek<B, E> {
+struct Peek<B> {
     head: Option<http::response::Parts>,
-    body: Option<Pin<Box<B>>>,
-    eos: Option<E>,
+    body: Option<B>,
 }
 
-/// The response future of [`Retry`](super::Retry).
+/// The response future of [`Retry`](super::Retry). It judges each try by the classification
+/// the service it wraps made (the response head's class, or for a gRPC status still to come
+/// the class its first frame decided), never by classifying again.
 #[pin_project]
-pub struct ResponseFuture<S, ReqB, ResB, R>
+pub struct ResponseFuture<S, ReqB, ResB>
 where
     S: Service<Request<ReplayBody<ReqB>>, Response = Response<ResB>>,
     ResB: Body,
-    R: ClassifyResponse,
 {
     service: S,
     retry: Option<Retrying<ReqB>>,
-    classify: R,
     shared: Arc<Shared>,
     /// Tries made so far, the one in flight included.
     attempt: u32,
     /// The per-try deadline, armed when a try first has to wait.
     per_try: Option<Pin<Box<Sleep>>>,
     #[pin]
-    state: State<S::Future, ResB, R::Eos>,
+    state: State<S::Future, ResB>,
 }
 
 #[pin_project(project = StateProj)]
-enum State<F, B, E> {
+enum State<F, B> {
     /// A try is in flight.
     Called {
         #[pin]
@@ -61,7 +60,7 @@ enum State<F, B, E> {
     /// A gRPC response whose status will come in the trailers: its first frame decides whether
     /// it is retried (trailers with a retryable status) or handed on (anything else).
     /// Boxed: rare, and the head is large.
-    Peeking(Box<Peek<B, E>>),
+    Peeking(Box<Peek<B>>),
     /// Backing off before the next try.
     BackingOff { sleep: Pin<Box<Sleep>> },
     /// Waiting for the service to be ready for the next try.
@@ -70,23 +69,20 @@ enum State<F, B, E> {
     Done,
 }
 
-impl<S, ReqB, ResB, R> ResponseFuture<S, ReqB, ResB, R>
+impl<S, ReqB, ResB> ResponseFuture<S, ReqB, ResB>
 where
     S: Service<Request<ReplayBody<ReqB>>, Response = Response<ResB>>,
     ResB: Body,
-    R: ClassifyResponse,
 {
     pub(super) fn new(
         service: S,
         first: S::Future,
         retry: Option<Retrying<ReqB>>,
-        classify: R,
         shared: Arc<Shared>,
     ) -> Self {
         Self {
             service,
             retry,
-            classify,
             shared,
             attempt: 1,
             per_try: None,
@@ -95,14 +91,13 @@ where
     }
 }
 
-impl<S, ReqB, ResB, R> Future for ResponseFuture<S, ReqB, ResB, R>
+impl<S, ReqB, ResB> Future for ResponseFuture<S, ReqB, ResB>
 where
     S: Service<Request<ReplayBody<ReqB>>, Response = Response<ResB>>,
     S::Error: Into<BoxError>,
     ReqB: Body + Unpin,
-    ResB: Body,
+    ResB: Classified,
     ResB::Error: Into<BoxError>,
-    R: ClassifyResponse + Clone,
 {
     type Output = Result<Response<RetryBody<ResB>>, BoxError>;
 
@@ -127,7 +122,7 @@ where
                     let rsp = match outcome {
                         Ok(rsp) => rsp,
                         Err(err) => {
-                            let class = this.classify.clone().classify_error(&*err);
+                            let class = Class::of_error(&*err);
                             if should_retry(class, this.shared, this.retry, *this.attempt) {
                                 this.state.set(back_off(this.shared, *this.attempt));
                                 continue;
@@ -136,8 +131,7 @@ where
                             return Poll::Ready(Err(err));
                         }
                     };
-                    let eos = this.classify.clone().classify_response(&rsp);
-                    match eos.classify_head() {
+                    match rsp.body().head_class() {
                         Some(class)
                             if should_retry(class, this.shared, this.retry, *this.attempt) =>
                         {
@@ -147,8 +141,7 @@ where
                             let (head, body) = rsp.into_parts();
                             this.state.set(State::Peeking(Box::new(Peek {
                                 head: Some(head),
-                                body: Some(Box::pin(body)),
-                                eos: Some(eos),
+                                body: Some(body),
                             })));
                         }
                         _ => {
@@ -158,16 +151,15 @@ where
                     }
                 }
                 StateProj::Peeking(peek) => {
-                    let Peek { head, body, eos } = &mut **peek;
+                    let Peek { head, body } = &mut **peek;
                     let Some(stream) = body.as_mut() else {
                         return Poll::Ready(Err("retry: response polled after completion".into()));
                     };
-                    let first = ready!(stream.as_mut().poll_frame(cx))
+                    let first = ready!(Pin::new(&mut *stream).poll_frame(cx))
                         .map(|frame| frame.map_err(Into::into));
-                    let class = match (&first, eos.take()) {
-                        (Some(Ok(frame)), Some(eos)) if frame.is_trailers() => {
-                            Some(eos.classify_eos(frame.trailers_ref()))
-                        }
+                    // Trailers first (no message): the classification has just decided.
+                    let class = match &first {
+                        Some(Ok(frame)) if frame.is_trailers() => stream.class(),
                         _ => None,
                     };
                     if class.is_some_and(|class| {
@@ -233,7 +225,7 @@ fn could_retry_grpc<B: Body>(shared: &Shared, retry: &Option<Retrying<B>>, attem
     retry.is_some() && attempt < shared.policy.max_attempts && shared.policy.retries_grpc()
 }
 
-fn back_off<F, B, E>(shared: &Shared, attempt: u32) -> State<F, B, E> {
+fn back_off<F, B>(shared: &Shared, attempt: u32) -> State<F, B> {
     let delay = shared.policy.backoff.delay(attempt);
     if delay.is_zero() {
         State::Readying
@@ -244,11 +236,10 @@ fn back_off<F, B, E>(shared: &Shared, attempt: u32) -> State<F, B, E> {
     }
 }
 
-impl<S, ReqB, ResB, R> std::fmt::Debug for ResponseFuture<S, ReqB, ResB, R>
+impl<S, ReqB, ResB> std::fmt::Debug for ResponseFuture<S, ReqB, ResB>
 where
     S: Service<Request<ReplayBody<ReqB>>, Response = Response<ResB>>,
     ResB: Body,
-    R: ClassifyResponse,
 {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ResponseFuture")

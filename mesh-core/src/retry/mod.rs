@@ -1,9 +1,10 @@
 //! Retries that cannot become a retry storm.
 //!
-//! [`RetryLayer`] sends a failed request again when its outcome (a [`Class`], decided by the
-//! same [`Classify`] rules as metrics and failure accrual) is retryable under the
-//! [`RetryPolicy`], tries are left, the request body can be replayed, and the shared
-//! [`RetryBudget`] grants it. The budget caps retries at a share of recent original traffic
+//! [`RetryLayer`] sends a failed request again when its outcome (a [`Class`]) is retryable under
+//! the [`RetryPolicy`], tries are left, the request body can be replayed, and the shared
+//! [`RetryBudget`] grants it. It does not classify: it reads the class from the classification
+//! the service it wraps made for each try ([`Classified`]), the balancer's or a
+//! [`ClassifyLayer`]'s, the same one metrics and failure accrual use. The budget caps retries at a share of recent original traffic
 //! (plus a small floor), so a failing service sees at most that much extra load.
 //!
 //! - Only idempotent methods are retried unless the policy allows others.
@@ -20,6 +21,7 @@
 //! ```
 //! use std::sync::Arc;
 //! use std::time::Duration;
+//! use mesh_core::classify::{AutoClassify, ClassifyLayer};
 //! use mesh_core::retry::{RetryBudget, RetryLayer, RetryPolicy};
 //! use mesh_core::timeout::TimeoutLayer;
 //!
@@ -29,13 +31,16 @@
 //!     .layer(RetryLayer::new(
 //!         RetryPolicy::new().max_attempts(3).per_try_timeout(Duration::from_secs(2)),
 //!         budget.clone(),
-//!     ));
+//!     ))
+//!     // Each try's one classification, which the retry layer reads.
+//!     .layer(ClassifyLayer::new(AutoClassify::new(), ()));
 //! # let _ = stack;
 //! # Ok::<(), mesh_core::retry::BudgetError>(())
 //! ```
 //!
 //! [`Class`]: crate::Class
-//! [`Classify`]: crate::Classify
+//! [`Classified`]: crate::classify::Classified
+//! [`ClassifyLayer`]: crate::classify::ClassifyLayer
 
 mod body;
 mod budget;
@@ -56,7 +61,7 @@ pub use self::future::ResponseFuture;
 use self::future::Retrying;
 pub use self::policy::{Backoff, RetryPolicy};
 pub use self::replay::ReplayBody;
-use crate::classify::{AutoClassify, Classify};
+use crate::classify::Classified;
 use crate::error::BoxError;
 
 /// What every request of a retry layer shares: one reference count per request, not two.
@@ -68,28 +73,15 @@ struct Shared {
 
 /// Retries failed requests within a budget; see the [module docs](self).
 #[derive(Clone, Debug)]
-pub struct RetryLayer<C = AutoClassify> {
+pub struct RetryLayer {
     shared: Arc<Shared>,
-    classify: C,
 }
 
 impl RetryLayer {
-    /// Retries by `policy`, within `budget` (which may be shared with other layers), judging
-    /// outcomes with [`AutoClassify`].
+    /// Retries by `policy`, within `budget` (which may be shared with other layers).
     pub fn new(policy: RetryPolicy, budget: Arc<RetryBudget>) -> Self {
         Self {
             shared: Arc::new(Shared { policy, budget }),
-            classify: AutoClassify::new(),
-        }
-    }
-}
-
-impl<C> RetryLayer<C> {
-    /// Judges outcomes with `classify` instead.
-    pub fn with_classify<C2>(self, classify: C2) -> RetryLayer<C2> {
-        RetryLayer {
-            shared: self.shared,
-            classify,
         }
     }
 
@@ -99,14 +91,13 @@ impl<C> RetryLayer<C> {
     }
 }
 
-impl<S, C: Clone> Layer<S> for RetryLayer<C> {
-    type Service = Retry<S, C>;
+impl<S> Layer<S> for RetryLayer {
+    type Service = Retry<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
         Retry {
             inner,
             shared: self.shared.clone(),
-            classify: self.classify.clone(),
         }
     }
 }
@@ -114,33 +105,30 @@ impl<S, C: Clone> Layer<S> for RetryLayer<C> {
 /// The service made by [`RetryLayer`]. The inner service is cloned for each request, as with
 /// tower's retry, so that a retry can wait for it to be ready again.
 #[derive(Clone, Debug)]
-pub struct Retry<S, C = AutoClassify> {
+pub struct Retry<S> {
     inner: S,
     shared: Arc<Shared>,
-    classify: C,
 }
 
-impl<S, C> Retry<S, C> {
+impl<S> Retry<S> {
     /// The budget, for observing its balance and counters.
     pub fn budget(&self) -> &Arc<RetryBudget> {
         &self.shared.budget
     }
 }
 
-impl<S, C, ReqB, ResB> Service<Request<ReqB>> for Retry<S, C>
+impl<S, ReqB, ResB> Service<Request<ReqB>> for Retry<S>
 where
     S: Service<Request<ReplayBody<ReqB>>, Response = Response<ResB>> + Clone,
     S::Error: Into<BoxError>,
     ReqB: Body + Unpin,
     ReqB::Error: Into<BoxError>,
-    ResB: Body,
+    ResB: Classified,
     ResB::Error: Into<BoxError>,
-    C: Classify,
-    C::Response: Clone,
 {
     type Response = Response<RetryBody<ResB>>;
     type Error = BoxError;
-    type Future = ResponseFuture<S, ReqB, ResB, C::Response>;
+    type Future = ResponseFuture<S, ReqB, ResB>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx).map_err(Into::into)
@@ -149,7 +137,6 @@ where
     fn call(&mut self, req: Request<ReqB>) -> Self::Future {
         let policy = &self.shared.policy;
         self.shared.budget.deposit();
-        let classify = self.classify.classify_request(&req);
         let (parts, body) = req.into_parts();
         let (first_body, retry) = if policy.max_attempts > 1 && policy.allows_method(&parts.method)
         {
@@ -166,6 +153,6 @@ where
         let clone = self.inner.clone();
         let mut service = std::mem::replace(&mut self.inner, clone);
         let first = service.call(Request::from_parts(parts, first_body));
-        ResponseFuture::new(service, first, retry, classify, self.shared.clone())
+        ResponseFuture::new(service, first, retry, self.shared.clone())
     }
 }

@@ -1,8 +1,6 @@
 //! What may be retried, how often, and how long to wait in between.
 
-use std::cell::Cell;
 use std::fmt;
-use std::hash::{BuildHasher, RandomState};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,6 +9,7 @@ use http::{Method, StatusCode};
 use crate::classify::{Class, FailureReason};
 use crate::error::ErrorKind;
 use crate::grpc::{GrpcCode, GrpcCodeSet};
+use crate::random::{Random, ThreadRandom};
 
 /// Which requests and outcomes are retried.
 ///
@@ -179,14 +178,8 @@ impl fmt::Debug for RetryPolicy {
 pub struct Backoff {
     base: Duration,
     max: Duration,
-    jitter: Jitter,
-}
-
-/// The source of randomness for [`Backoff`]: a number in `[0, 1)` per call.
-#[derive(Clone)]
-enum Jitter {
-    ThreadLocal,
-    Custom(Arc<dyn Fn() -> f64 + Send + Sync>),
+    /// The jitter's source: the workspace's one ([`ThreadRandom`] unless injected).
+    random: Arc<dyn Random>,
 }
 
 impl Default for Backoff {
@@ -201,7 +194,7 @@ impl Backoff {
         Self {
             base,
             max: max.max(base),
-            jitter: Jitter::ThreadLocal,
+            random: Arc::new(ThreadRandom),
         }
     }
 
@@ -210,10 +203,11 @@ impl Backoff {
         Self::new(Duration::ZERO, Duration::ZERO)
     }
 
-    /// Replaces the random source, e.g. with a seeded one in tests. `random` returns numbers
-    /// in `[0, 1)`; values outside are clamped.
-    pub fn with_random(mut self, random: impl Fn() -> f64 + Send + Sync + 'static) -> Self {
-        self.jitter = Jitter::Custom(Arc::new(random));
+    /// Draws the jitter from `random` instead, e.g. a seeded [`SplitMix`] in tests.
+    ///
+    /// [`SplitMix`]: crate::random::SplitMix
+    pub fn with_random(mut self, random: Arc<dyn Random>) -> Self {
+        self.random = random;
         self
     }
 
@@ -221,11 +215,7 @@ impl Backoff {
     pub fn delay(&self, retry: u32) -> Duration {
         let doublings = retry.saturating_sub(1).min(31);
         let ceiling = self.base.saturating_mul(1 << doublings).min(self.max);
-        let fraction = match &self.jitter {
-            Jitter::ThreadLocal => thread_random(),
-            Jitter::Custom(random) => random(),
-        };
-        ceiling.mul_f64(fraction.clamp(0.0, 1.0))
+        ceiling.mul_f64(self.random.unit().clamp(0.0, 1.0))
     }
 }
 
@@ -238,48 +228,39 @@ impl fmt::Debug for Backoff {
     }
 }
 
-/// A uniform number in `[0, 1)` from a per-thread SplitMix64 generator seeded by std's
-/// per-process random hasher keys: cheap, lock-free, and plenty for jitter.
-fn thread_random() -> f64 {
-    thread_local! {
-        static STATE: Cell<u64> = Cell::new(RandomState::new().hash_one(std::thread::current().id()));
-    }
-    STATE.with(|state| {
-        let next = state.get().wrapping_add(0x9e37_79b9_7f4a_7c15);
-        state.set(next);
-        let mut z = next;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^= z >> 31;
-        (z >> 11) as f64 / (1u64 << 53) as f64
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn backoff_doubles_up_to_the_cap_with_full_jitter() {
-        let top =
-            Backoff::new(Duration::from_millis(10), Duration::from_millis(100)).with_random(|| 1.0);
-        let delays: Vec<_> = (1..=6).map(|n| top.delay(n).as_millis()).collect();
-        assert_eq!(delays, vec![10, 20, 40, 80, 100, 100]);
-        let half =
-            Backoff::new(Duration::from_millis(10), Duration::from_millis(100)).with_random(|| 0.5);
-        assert_eq!(half.delay(3), Duration::from_millis(20));
-        let zero = Backoff::default().with_random(|| 0.0);
-        assert_eq!(zero.delay(5), Duration::ZERO);
-        assert!(Backoff::default().delay(u32::MAX) <= Duration::from_secs(1));
+    /// Always the same fraction.
+    struct Fixed(f64);
+
+    impl Random for Fixed {
+        fn next_u64(&self) -> u64 {
+            (self.0 * u64::MAX as f64) as u64
+        }
+
+        fn unit(&self) -> f64 {
+            self.0
+        }
+    }
+
+    fn fixed(x: f64) -> Arc<dyn Random> {
+        Arc::new(Fixed(x))
     }
 
     #[test]
-    fn thread_random_is_uniform_enough() {
-        let n = 10_000;
-        let samples: Vec<f64> = (0..n).map(|_| thread_random()).collect();
-        assert!(samples.iter().all(|x| (0.0..1.0).contains(x)));
-        let mean = samples.iter().sum::<f64>() / n as f64;
-        assert!((mean - 0.5).abs() < 0.02, "mean {mean}");
+    fn backoff_doubles_up_to_the_cap_with_full_jitter() {
+        let top = Backoff::new(Duration::from_millis(10), Duration::from_millis(100))
+            .with_random(fixed(1.0));
+        let delays: Vec<_> = (1..=6).map(|n| top.delay(n).as_millis()).collect();
+        assert_eq!(delays, vec![10, 20, 40, 80, 100, 100]);
+        let half = Backoff::new(Duration::from_millis(10), Duration::from_millis(100))
+            .with_random(fixed(0.5));
+        assert_eq!(half.delay(3), Duration::from_millis(20));
+        let zero = Backoff::default().with_random(fixed(0.0));
+        assert_eq!(zero.delay(5), Duration::ZERO);
+        assert!(Backoff::default().delay(u32::MAX) <= Duration::from_secs(1));
     }
 
     #[test]

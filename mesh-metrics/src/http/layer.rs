@@ -1,16 +1,13 @@
 //! The layer that records every request of a service.
 
 use std::sync::Arc;
-use std::task::{Context, Poll};
 
-use http::{Request, Response};
-use http_body::Body;
-use mesh_core::BoxError;
-use mesh_core::classify::{AutoClassify, ClassifiedBody, Classify, ClassifyResponse};
+use http::Request;
+use mesh_core::classify::{JoinClass, NewOnClass};
 use tokio::time::Instant;
-use tower::{Layer, Service};
+use tower::Layer;
 
-use super::future::{Pending, Recorder, ResponseFuture};
+use super::recorder::Recorder;
 use super::{HttpMetrics, HttpSeries};
 use crate::tap::Tap;
 use crate::{Direction, Labels};
@@ -75,116 +72,85 @@ where
     }
 }
 
-/// Records the golden metrics of every request into a series picked by `P`, classifying
-/// outcomes with `C` (gRPC-aware [`AutoClassify`] by default), and feeds a [`Tap`] if given.
+/// Records the golden metrics of every request into a series picked by `P`, and feeds a [`Tap`]
+/// if given.
+///
+/// It does not classify: it joins the one classification the service it wraps made (the
+/// balancer's, or a [`ClassifyLayer`](mesh_core::classify::ClassifyLayer)'s under it), so a gRPC
+/// failure only the trailers report counts as one, and a caller hanging up counts as cancelled,
+/// without a second look at the response.
 ///
 /// Per request: the request is counted when called; the status class and the time to the
 /// response headers when they arrive; the outcome and the time to the end of the response body
-/// when it ends, fails, or is dropped (cancelled). All into the calling thread's own stripe of
-/// the series, without a lock or an allocation (unless a tap listener wants the request).
+/// when the class is decided. All into the calling thread's own stripe of the series, without a
+/// lock or an allocation (unless a tap listener wants the request).
 #[derive(Clone, Debug)]
-pub struct MetricsLayer<P, C = AutoClassify> {
+pub struct MetricsLayer<P> {
+    new_recorder: NewRecorder<P>,
+}
+
+/// Makes each request's [`Recorder`]: the [`NewOnClass`] behind [`MetricsLayer`].
+#[derive(Clone, Debug)]
+pub struct NewRecorder<P> {
     select: P,
-    classify: C,
     tap: Option<(Tap, Direction)>,
 }
+
+/// The service made by [`MetricsLayer`]: the wrapped service, with each request's outcome
+/// joined by a [`Recorder`].
+pub type Metrics<S, P> = JoinClass<S, NewRecorder<P>>;
 
 impl<L: Labels, F> MetricsLayer<ByLabels<L, F>> {
     /// Records each request in the series of the labels `labeler` gives it.
     pub fn new(metrics: HttpMetrics<L>, labeler: F) -> Self {
-        Self {
-            select: ByLabels {
-                series: metrics.placeholder(),
-                metrics,
-                labeler,
-                last: None,
-            },
-            classify: AutoClassify::new(),
-            tap: None,
-        }
+        Self::with_select(ByLabels {
+            series: metrics.placeholder(),
+            metrics,
+            labeler,
+            last: None,
+        })
     }
 }
 
 impl MetricsLayer<Arc<HttpSeries>> {
     /// Records every request in one series (see [`HttpMetrics::series`]).
     pub fn fixed(series: Arc<HttpSeries>) -> Self {
-        Self {
-            select: series,
-            classify: AutoClassify::new(),
-            tap: None,
-        }
+        Self::with_select(series)
     }
 }
 
-impl<P, C> MetricsLayer<P, C> {
-    /// Classifies outcomes with `classify` instead.
-    pub fn with_classify<C2>(self, classify: C2) -> MetricsLayer<P, C2> {
-        MetricsLayer {
-            select: self.select,
-            classify,
-            tap: self.tap,
+impl<P> MetricsLayer<P> {
+    fn with_select(select: P) -> Self {
+        Self {
+            new_recorder: NewRecorder { select, tap: None },
         }
     }
 
     /// Also publishes each request to `tap`, marked with `direction`.
     pub fn with_tap(mut self, tap: Tap, direction: Direction) -> Self {
-        self.tap = Some((tap, direction));
+        self.new_recorder.tap = Some((tap, direction));
         self
     }
 }
 
-impl<S, P: Clone, C: Clone> Layer<S> for MetricsLayer<P, C> {
-    type Service = MetricsService<S, P, C>;
+impl<S, P: Clone> Layer<S> for MetricsLayer<P> {
+    type Service = Metrics<S, P>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        MetricsService {
-            inner,
-            select: self.select.clone(),
-            classify: self.classify.clone(),
-            tap: self.tap.clone(),
-        }
+        mesh_core::classify::JoinClassLayer::new(self.new_recorder.clone()).layer(inner)
     }
 }
 
-/// The service made by [`MetricsLayer`].
-#[derive(Clone, Debug)]
-pub struct MetricsService<S, P, C> {
-    inner: S,
-    select: P,
-    classify: C,
-    tap: Option<(Tap, Direction)>,
-}
+impl<B, P: SelectSeries<B>> NewOnClass<B> for NewRecorder<P> {
+    type OnClass = Recorder;
 
-type Eos<C> = <<C as Classify>::Response as ClassifyResponse>::Eos;
-
-impl<S, P, C, ReqB, ResB> Service<Request<ReqB>> for MetricsService<S, P, C>
-where
-    S: Service<Request<ReqB>, Response = Response<ResB>>,
-    S::Error: Into<BoxError>,
-    P: SelectSeries<ReqB>,
-    C: Classify,
-    ResB: Body,
-    ResB::Error: Into<BoxError>,
-{
-    type Response = Response<ClassifiedBody<ResB, Eos<C>, Recorder>>;
-    type Error = BoxError;
-    type Future = ResponseFuture<S::Future, C::Response>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx).map_err(Into::into)
-    }
-
-    fn call(&mut self, req: Request<ReqB>) -> Self::Future {
-        let stripe = self.select.select(&req).start();
-        let classifier = self.classify.classify_request(&req);
+    #[inline]
+    fn new_on_class(&mut self, req: &Request<B>) -> Recorder {
+        let stripe = self.select.select(req).start();
         let tap = match &self.tap {
-            Some((tap, direction)) => tap.start(*direction, &req),
+            Some((tap, direction)) => tap.start(*direction, req),
             None => None,
         };
-        let pending = Pending {
-            classifier,
-            recorder: Recorder::new(stripe, Instant::now(), tap),
-        };
-        ResponseFuture::new(self.inner.call(req), pending)
+        Recorder::new(stripe, Instant::now(), tap)
     }
 }

@@ -1,12 +1,17 @@
-//! The balancer's source of randomness, injectable so that tests and simulations are
-//! deterministic.
+//! The workspace's one source of randomness (the balancer's picks and probe jitter, retry
+//! backoff), injectable so that tests and simulations are deterministic.
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
-/// A source of random numbers shared by the balancer's clones.
+/// A source of random numbers, shared (behind an `Arc`) by whatever draws from it.
 pub trait Random: Send + Sync + 'static {
     /// A uniformly random 64-bit number.
     fn next_u64(&self) -> u64;
+
+    /// A uniformly random number in `[0, 1)`.
+    fn unit(&self) -> f64 {
+        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+    }
 
     /// A uniformly random number below `n` (`n` > 0).
     fn below(&self, n: usize) -> usize {
@@ -67,5 +72,28 @@ impl Random for ThreadRandom {
             state.set(x);
             x.wrapping_mul(0x2545_f491_4f6c_dd1d)
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn thread_random_is_uniform_enough() {
+        let n = 10_000;
+        let samples: Vec<f64> = (0..n).map(|_| ThreadRandom.unit()).collect();
+        assert!(samples.iter().all(|x| (0.0..1.0).contains(x)));
+        let mean = samples.iter().sum::<f64>() / n as f64;
+        assert!((mean - 0.5).abs() < 0.02, "mean {mean}");
+    }
+
+    #[test]
+    fn seeded_sequences_repeat() {
+        let (a, b) = (SplitMix::seeded(9), SplitMix::seeded(9));
+        let xs: Vec<u64> = (0..4).map(|_| a.next_u64()).collect();
+        let ys: Vec<u64> = (0..4).map(|_| b.next_u64()).collect();
+        assert_eq!(xs, ys);
+        assert!(a.below(10) < 10);
     }
 }

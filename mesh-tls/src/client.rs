@@ -11,7 +11,8 @@ use std::task::{Context, Poll};
 use http::Uri;
 use hyper_util::client::legacy::connect::{Connected, Connection};
 use hyper_util::rt::TokioIo;
-use mesh_core::{Identity, IdentityKind};
+use mesh_core::error::ConnectError;
+use mesh_core::{BoxError, Identity, IdentityKind};
 use pin_project::pin_project;
 use rustls::ClientConfig;
 use rustls::client::Resumption;
@@ -24,9 +25,11 @@ use crate::settings::{Negotiated, TlsSettings};
 use crate::store::CredentialStore;
 use crate::verify::{CurrentCert, ExpectedIdentity, IdentityMismatch};
 
-/// Why a meshed connection could not be made.
+/// Why a client handshake failed. A connection to an address that fails is the mesh's one
+/// [`ConnectError`] (the address, with this or the TCP error as its cause), so that every
+/// layer reads it as a connect failure (502, retryable).
 #[derive(Debug, thiserror::Error)]
-pub enum ConnectError {
+pub enum HandshakeError {
     /// The server's certificate is valid but for another identity. Names both.
     #[error(transparent)]
     IdentityMismatch(#[from] IdentityMismatch),
@@ -36,21 +39,16 @@ pub enum ConnectError {
     /// The handshake did not finish in time.
     #[error("the TLS handshake did not finish in time")]
     Timeout,
-    /// The TCP connection failed.
-    #[error("connecting to {addr} failed: {source}")]
-    Tcp {
-        /// Where.
-        addr: SocketAddr,
-        /// Why.
-        source: io::Error,
-    },
-    /// No endpoint is known for this URI.
-    #[error("no meshed endpoint for {0}")]
-    NoEndpoint(Uri),
     /// The settings are not usable with the crypto provider.
     #[error("TLS settings rejected: {0}")]
     Config(#[from] rustls::Error),
 }
+
+/// No meshed endpoint (address and identity) is known for a URI, so nothing is dialled: a
+/// connection without an identity to verify would be a plaintext one in disguise.
+#[derive(Debug, thiserror::Error)]
+#[error("no meshed endpoint for {0}")]
+pub struct NoEndpoint(pub Uri);
 
 /// Makes client connections that present this workload's certificate and verify that the
 /// server carries the expected identity. Cheap to clone.
@@ -81,7 +79,11 @@ impl TlsConnector {
     /// Session resumption is off: a resumed session skips certificate verification, and
     /// sessions are cached by server name, which several identities may share; each
     /// connection's identity is therefore verified in full.
-    pub async fn connect<I>(&self, io: I, expected: &Identity) -> Result<TlsStream<I>, ConnectError>
+    pub async fn connect<I>(
+        &self,
+        io: I,
+        expected: &Identity,
+    ) -> Result<TlsStream<I>, HandshakeError>
     where
         I: AsyncRead + AsyncWrite + Unpin,
     {
@@ -100,11 +102,28 @@ impl TlsConnector {
         let handshake = connector.connect(server_name(expected), io);
         tokio::time::timeout(self.settings.handshake_timeout, handshake)
             .await
-            .map_err(|_| ConnectError::Timeout)?
+            .map_err(|_| HandshakeError::Timeout)?
             .map_err(|err| match mismatch_in(&err) {
-                Some(mismatch) => ConnectError::IdentityMismatch(mismatch),
-                None => ConnectError::Handshake(err),
+                Some(mismatch) => HandshakeError::IdentityMismatch(mismatch),
+                None => HandshakeError::Handshake(err),
             })
+    }
+
+    /// Dials `endpoint` over TCP (with `TCP_NODELAY`) and runs the handshake expecting its
+    /// identity. Fails with the [`ConnectError`] for its address, whose cause is the TCP error
+    /// or the [`HandshakeError`].
+    pub async fn connect_to(
+        &self,
+        endpoint: &MeshEndpoint,
+    ) -> Result<TlsStream<TcpStream>, ConnectError> {
+        let addr = endpoint.addr;
+        let tcp = TcpStream::connect(addr)
+            .await
+            .map_err(|e| ConnectError::new(addr, e))?;
+        let _ = tcp.set_nodelay(true);
+        self.connect(tcp, &endpoint.identity)
+            .await
+            .map_err(|e| ConnectError::new(addr, e))
     }
 }
 
@@ -207,10 +226,11 @@ impl<R: ResolveEndpoint> MeshConnector<R> {
 
 impl<R: ResolveEndpoint> tower::Service<Uri> for MeshConnector<R> {
     type Response = MeshConnection;
-    type Error = ConnectError;
-    type Future = Pin<Box<dyn Future<Output = Result<MeshConnection, ConnectError>> + Send>>;
+    /// A [`ConnectError`], or [`NoEndpoint`] when the URI resolves to nothing.
+    type Error = BoxError;
+    type Future = Pin<Box<dyn Future<Output = Result<MeshConnection, BoxError>> + Send>>;
 
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), ConnectError>> {
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
         Poll::Ready(Ok(()))
     }
 
@@ -218,12 +238,8 @@ impl<R: ResolveEndpoint> tower::Service<Uri> for MeshConnector<R> {
         let endpoint = self.resolve.resolve(&uri);
         let tls = self.tls.clone();
         Box::pin(async move {
-            let MeshEndpoint { addr, identity } = endpoint.ok_or(ConnectError::NoEndpoint(uri))?;
-            let tcp = TcpStream::connect(addr)
-                .await
-                .map_err(|source| ConnectError::Tcp { addr, source })?;
-            let _ = tcp.set_nodelay(true);
-            let stream = tls.connect(tcp, &identity).await?;
+            let endpoint = endpoint.ok_or(NoEndpoint(uri))?;
+            let stream = tls.connect_to(&endpoint).await?;
             let negotiated = Negotiated::from_alpn(stream.get_ref().1.alpn_protocol());
             Ok(MeshConnection {
                 io: TokioIo::new(stream),

@@ -64,13 +64,13 @@ mod verify;
 
 pub use self::ca::{CaError, DevCa, Issued, KeyAlgorithm};
 pub use self::client::{
-    ConnectError, MeshConnection, MeshConnector, MeshEndpoint, ResolveEndpoint, StaticEndpoints,
-    TlsConnector,
+    HandshakeError, MeshConnection, MeshConnector, MeshEndpoint, NoEndpoint, ResolveEndpoint,
+    StaticEndpoints, TlsConnector,
 };
 pub use self::credentials::{CredentialFiles, Credentials, CredentialsError, default_provider};
 pub use self::identity::{CertIdentityError, identity_of, serial_of};
 pub use self::peer::{SetPeerIdentity, SetPeerIdentityLayer};
 pub use self::server::{AcceptCounts, AcceptError, AcceptStats, Accepted, ServerIo, TlsAcceptor};
-pub use self::settings::{Mode, Negotiated, TlsSettings};
+pub use self::settings::{Mode, Negotiated, OPAQUE_ALPN, TlsSettings};
 pub use self::store::CredentialStore;
 pub use self::verify::IdentityMismatch;

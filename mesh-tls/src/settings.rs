@@ -86,13 +86,20 @@ impl TlsSettings {
     }
 }
 
-/// The application protocol a TLS connection negotiated, for picking HTTP/1 or HTTP/2.
+/// The ALPN protocol that marks a meshed connection as opaque TCP, so that the receiving proxy
+/// forwards its bytes without waiting to detect a protocol.
+pub const OPAQUE_ALPN: &[u8] = b"mesh.opaque";
+
+/// The application protocol a TLS connection negotiated, for picking HTTP/1, HTTP/2 or opaque
+/// forwarding.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Negotiated {
     /// ALPN `h2`.
     Http2,
     /// ALPN `http/1.1`.
     Http1,
+    /// ALPN [`OPAQUE_ALPN`]: opaque TCP between proxies.
+    Opaque,
     /// No ALPN, or another protocol.
     None,
 }
@@ -102,6 +109,7 @@ impl Negotiated {
         match alpn {
             Some(b"h2") => Self::Http2,
             Some(b"http/1.1") => Self::Http1,
+            Some(OPAQUE_ALPN) => Self::Opaque,
             _ => Self::None,
         }
     }

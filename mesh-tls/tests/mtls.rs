@@ -5,7 +5,7 @@ mod support;
 
 use std::time::Duration;
 
-use mesh_tls::{ConnectError, DevCa, Mode, TlsSettings};
+use mesh_tls::{DevCa, HandshakeError, Mode, TlsSettings};
 use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -201,7 +201,7 @@ async fn a_server_with_another_identity_is_refused_by_name() {
         let connector = mesh_tls::TlsConnector::new(store(&ca, &web()), TlsSettings::default());
         let tcp = TcpStream::connect(server.addr).await.expect("connect");
         let err = connector.connect(tcp, &api()).await.expect_err("refused");
-        let ConnectError::IdentityMismatch(mismatch) = &err else {
+        let HandshakeError::IdentityMismatch(mismatch) = &err else {
             panic!("not a mismatch: {err:?}");
         };
         assert_eq!(mismatch.expected, api());
@@ -223,8 +223,8 @@ async fn a_server_with_another_identity_is_refused_by_name() {
         let mut found = false;
         while let Some(e) = source {
             found |= e
-                .downcast_ref::<ConnectError>()
-                .is_some_and(|c| matches!(c, ConnectError::IdentityMismatch(_)));
+                .downcast_ref::<HandshakeError>()
+                .is_some_and(|c| matches!(c, HandshakeError::IdentityMismatch(_)));
             source = e.source();
         }
         assert!(found, "{err:?}");

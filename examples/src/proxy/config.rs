@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use toml::Spanned;
 
-use super::values::{Addr, Dur, Id};
+use super::values::{Addr, Dur, Header, Id, Pattern};
 
 /// The whole file.
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -84,7 +84,7 @@ pub struct Inbound {
     /// Identities allowed to call the app; `*` matches one path segment or DNS label. Empty:
     /// nobody (secure by default).
     #[serde(default)]
-    pub authorize: Vec<Spanned<String>>,
+    pub authorize: Vec<Spanned<Pattern>>,
     /// Also admit clients without a mesh identity (plaintext, so only with `mode =
     /// "permissive"`): for moving a workload onto the mesh. Default false.
     #[serde(default)]
@@ -92,7 +92,7 @@ pub struct Inbound {
     /// The header that tells the app who called (any such header from the client is removed
     /// first).
     #[serde(default = "default_identity_header")]
-    pub identity_header: String,
+    pub identity_header: Header,
     /// How long to wait for a client's first bytes (default 1 s).
     #[serde(default = "one_second")]
     pub detect_timeout: Dur,
@@ -201,6 +201,16 @@ pub struct Retry {
     pub on_reset: bool,
 }
 
+impl Retry {
+    /// The retry budget these settings describe; its builder is what checks them.
+    pub fn budget(&self) -> Result<mesh_core::retry::RetryBudget, mesh_core::retry::BudgetError> {
+        mesh_core::retry::RetryBudget::builder()
+            .ratio(self.budget_ratio)
+            .min_per_second(self.min_per_second)
+            .build()
+    }
+}
+
 impl Default for Retry {
     fn default() -> Self {
         Self {
@@ -270,8 +280,8 @@ fn one_fifth() -> f64 {
 fn sixty_four_kib() -> usize {
     64 * 1024
 }
-fn default_identity_header() -> String {
-    "mesh-client-id".into()
+fn default_identity_header() -> Header {
+    Header(http::HeaderName::from_static("mesh-client-id"))
 }
 
 /// A configuration mistake: where it is and what is wrong.
@@ -405,29 +415,12 @@ impl Config {
                     "must be at least 1",
                 ));
             }
-            if !(0.0..=1000.0).contains(&service.retry.budget_ratio) {
+            if let Err(e) = service.retry.budget() {
                 return Err(Mistake::at(
                     &service.name,
                     "service.retry.budget_ratio",
-                    "must be between 0 and 1000",
+                    &e.to_string(),
                 ));
-            }
-        }
-        if let Some(inbound) = &self.inbound {
-            for pattern in &inbound.authorize {
-                if let Err(e) = pattern
-                    .get_ref()
-                    .parse::<mesh_tls::authz::IdentityPattern>()
-                {
-                    return Err(Mistake::at(pattern, "inbound.authorize", &e.to_string()));
-                }
-            }
-            if http::HeaderName::from_bytes(inbound.identity_header.as_bytes()).is_err() {
-                return Err(Mistake {
-                    span: None,
-                    key: "inbound.identity_header".into(),
-                    message: format!("{:?} is not a valid header name", inbound.identity_header),
-                });
             }
         }
         if let Some(outbound) = &self.outbound {

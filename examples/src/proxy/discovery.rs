@@ -46,22 +46,11 @@ pub(crate) fn updates(service: &Service) -> Result<Updates, DiscoveryError> {
         let (updates, _report) = discover::file::watch(file.clone(), FILE_INTERVAL);
         return Ok(updates);
     }
-    let value = service.dns.clone().unwrap_or_default();
-    let target = match value.strip_prefix("srv:") {
-        Some(srv) => dns::DnsTarget::Srv {
-            name: srv.to_owned(),
-        },
-        None => {
-            let (host, port) = value
-                .rsplit_once(':')
-                .and_then(|(h, p)| Some((h.to_owned(), p.parse().ok()?)))
-                .ok_or_else(|| DiscoveryError::BadDnsName {
-                    service: name.clone(),
-                    value: value.clone(),
-                })?;
-            dns::DnsTarget::Host { name: host, port }
-        }
-    };
+    let value = service.dns.as_deref().unwrap_or_default();
+    let target: dns::DnsTarget = value.parse().map_err(|_| DiscoveryError::BadDnsName {
+        service: name.clone(),
+        value: value.to_owned(),
+    })?;
     let config = dns::DnsConfig {
         servers: service.dns_servers.iter().map(|a| a.0).collect(),
         ..dns::DnsConfig::default()

@@ -10,15 +10,11 @@ use hyper::body::Incoming;
 use hyper_util::client::legacy::ResponseFuture;
 use mesh_core::retry::ReplayBody;
 use mesh_core::{BoxError, Endpoint, Identity};
-use mesh_tls::{MeshConnector, MeshEndpoint, StaticEndpoints, TlsConnector};
+use mesh_tls::{MeshConnector, MeshEndpoint, OPAQUE_ALPN, StaticEndpoints, TlsConnector};
 use tokio::net::TcpStream;
 
 use super::client::DualClient;
 use super::headers::{self, HTTP1, ORIG_PROTO};
-
-/// The ALPN protocol that marks a meshed connection as opaque TCP, so the inbound proxy
-/// forwards its bytes without waiting to detect a protocol.
-pub(crate) const OPAQUE_ALPN: &[u8] = b"mesh.opaque";
 
 /// The request body the endpoints get: the app's, replayable for retries.
 pub(crate) type OutboundBody = ReplayBody<Incoming>;
@@ -115,19 +111,10 @@ impl TcpEndpoint {
 
     /// Opens one meshed connection.
     pub(crate) async fn connect(&self) -> Result<MeshStream, BoxError> {
-        let MeshEndpoint { addr, identity } = self
+        let target = self
             .target
-            .clone()
+            .as_ref()
             .ok_or("the endpoint has no identity to verify it by")?;
-        let tcp = TcpStream::connect(addr)
-            .await
-            .map_err(|e| mesh_core::error::ConnectError::new(addr, e))?;
-        let _ = tcp.set_nodelay(true);
-        let stream = self
-            .tls
-            .connect(tcp, &identity)
-            .await
-            .map_err(|e| mesh_core::error::ConnectError::new(addr, e))?;
-        Ok(stream)
+        Ok(self.tls.connect_to(target).await?)
     }
 }

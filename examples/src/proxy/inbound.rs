@@ -22,7 +22,6 @@ use super::client::{DualClient, FixedConnector};
 use super::config;
 use super::drain::DrainWatch;
 use super::edge::Edge;
-use super::endpoint::OPAQUE_ALPN;
 use super::headers::{self, ORIG_PROTO};
 use super::routes::RouteTable;
 use super::serve::{accept, serve_http};
@@ -47,13 +46,10 @@ impl Inbound {
         acceptor: TlsAcceptor,
         shared: Shared,
     ) -> Result<Self, super::StartError> {
-        let patterns = config.authorize.iter().map(|p| p.get_ref().as_str());
-        let policy =
-            AuthzPolicy::allow(patterns).map_err(|e| super::StartError::Authz(e.to_string()))?;
-        let policy = policy.allow_unauthenticated(config.allow_unauthenticated);
-        let header = HeaderName::from_bytes(config.identity_header.as_bytes()).map_err(|_| {
-            super::StartError::Authz(format!("bad identity header {:?}", config.identity_header))
-        })?;
+        let patterns = config.authorize.iter().map(|p| p.get_ref().0.clone());
+        let policy = AuthzPolicy::from_patterns(patterns)
+            .allow_unauthenticated(config.allow_unauthenticated);
+        let header = config.identity_header.0.clone();
         Ok(Self {
             acceptor,
             policy,
@@ -105,10 +101,6 @@ impl Inbound {
             peer,
             negotiated,
         } = accepted;
-        let opaque_alpn = match &io {
-            ServerIo::Tls(tls) => tls.get_ref().1.alpn_protocol() == Some(OPAQUE_ALPN),
-            ServerIo::Plain(_) => false,
-        };
         // The layers this connection's requests go through, for the peer the handshake proved.
         // The stack stays unboxed: it is cloned per request.
         let routes = self.routes.clone();
@@ -129,20 +121,16 @@ impl Inbound {
                 .layer(AuthorizeLayer::new(self.policy.clone()))
                 .service(app),
         );
-        match negotiated {
-            Negotiated::Http2 => return serve_http(io, true, service, drain).await,
-            Negotiated::Http1 => return serve_http(io, false, service, drain).await,
-            Negotiated::None => {}
-        }
         // Opaque bytes have no requests to refuse one by one: the peer is authorized once, for
         // the whole connection, before anything reaches the app.
         let app = self.opaque_app;
         let permitted = self.policy.permits(Some(&peer));
-        if opaque_alpn {
-            if !permitted {
-                return refuse_opaque(&peer);
-            }
-            return opaque_to_app(io, app, drain).await;
+        match negotiated {
+            Negotiated::Http2 => return serve_http(io, true, service, drain).await,
+            Negotiated::Http1 => return serve_http(io, false, service, drain).await,
+            Negotiated::Opaque if !permitted => return refuse_opaque(&peer),
+            Negotiated::Opaque => return opaque_to_app(io, app, drain).await,
+            Negotiated::None => {}
         }
         // No ALPN (plaintext in permissive mode, or a client that offered none): detect.
         match detect_protocol(io, self.detect).await {

@@ -101,9 +101,6 @@ pub enum StartError {
     /// A retry budget was refused.
     #[error("service {0}: retry budget: {1}")]
     Retry(String, mesh_core::retry::BudgetError),
-    /// The authorization policy was refused.
-    #[error("inbound authorization: {0}")]
-    Authz(String),
     /// The workload labels were refused.
     #[error("workload labels: {0}")]
     Labels(String),
@@ -208,7 +205,7 @@ impl Proxy {
             let settings = TlsSettings::default()
                 .mode(mode)
                 .detect_timeout(inb.detect_timeout.0)
-                .alpn([&b"h2"[..], b"http/1.1", endpoint::OPAQUE_ALPN]);
+                .alpn([&b"h2"[..], b"http/1.1", mesh_tls::OPAQUE_ALPN]);
             let acceptor = TlsAcceptor::new(store.clone(), settings)?;
             let inbound = inbound::Inbound::new(inb, acceptor, shared.clone())?;
             let listener = bind("inbound", inb.listen.0).await?;

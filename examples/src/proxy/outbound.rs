@@ -13,7 +13,7 @@ use http::{Request, Response};
 use hyper::body::Incoming;
 use mesh_balance::{Balance, BalanceConfig, Balancer, EndpointSnapshot};
 use mesh_core::detect::{DetectConfig, Protocol, detect_protocol};
-use mesh_core::retry::{ReplayBody, RetryBudget, RetryLayer, RetryPolicy};
+use mesh_core::retry::{ReplayBody, RetryLayer, RetryPolicy};
 use mesh_core::{Class, Endpoint, TimeoutLayer};
 use mesh_metrics::{Direction, HttpLabels, MetricsLayer};
 use tokio::net::TcpListener;
@@ -143,10 +143,8 @@ fn http_service(
     if let Some(per_try) = retry.per_try_timeout {
         policy = policy.per_try_timeout(per_try.0);
     }
-    let budget = RetryBudget::builder()
-        .ratio(retry.budget_ratio)
-        .min_per_second(retry.min_per_second)
-        .build()
+    let budget = retry
+        .budget()
         .map_err(|e| StartError::Retry(service.name.get_ref().clone(), e))?;
     let routes = RouteTable::new(&service.routes);
     let peer = service.identity.as_ref().map(|i| i.0.clone());

@@ -1,12 +1,15 @@
 //! Config values that validate themselves while the file is read, so that a bad value's error
-//! carries its place in the file: durations, byte sizes, socket addresses, identities.
+//! carries its place in the file: durations, socket addresses, identities, authorization
+//! patterns, header names. Each is checked by the library type it becomes, not again here.
 
 use std::fmt;
 use std::net::SocketAddr;
 use std::str::FromStr;
 use std::time::Duration;
 
+use http::HeaderName;
 use mesh_core::Identity;
+use mesh_tls::authz::{IdentityPattern, PatternError};
 use serde::de::Error as _;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
@@ -96,6 +99,52 @@ impl fmt::Display for Id {
     }
 }
 
+/// An authorization pattern (an identity, or one with `*` globs), checked by mesh-tls's parser.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Pattern(pub IdentityPattern);
+
+impl FromStr for Pattern {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        s.parse()
+            .map(Pattern)
+            .map_err(|e: PatternError| e.to_string())
+    }
+}
+
+impl fmt::Display for Pattern {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// An HTTP header name.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Header(pub HeaderName);
+
+impl FromStr for Header {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        HeaderName::from_bytes(s.as_bytes())
+            .map(Header)
+            .map_err(|_| format!("{s:?} is not a valid header name"))
+    }
+}
+
+impl fmt::Display for Header {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.0.as_str())
+    }
+}
+
+impl PartialEq<&str> for Header {
+    fn eq(&self, other: &&str) -> bool {
+        self.0 == *other
+    }
+}
+
 /// Reads and writes each of these types as its string form.
 macro_rules! string_form {
     ($($t:ty),*) => {$(
@@ -114,7 +163,7 @@ macro_rules! string_form {
     )*};
 }
 
-string_form!(Dur, Addr, Id);
+string_form!(Dur, Addr, Id, Pattern, Header);
 
 #[cfg(test)]
 mod tests {

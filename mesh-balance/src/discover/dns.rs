@@ -32,6 +32,38 @@ pub enum DnsTarget {
     },
 }
 
+/// A DNS target that is neither `host:port` nor `srv:NAME`.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("DNS target {0:?} is neither host:port nor srv:NAME")]
+pub struct BadDnsTarget(pub String);
+
+impl std::str::FromStr for DnsTarget {
+    type Err = BadDnsTarget;
+
+    /// `host:port` (A and AAAA records, every address with that port) or `srv:NAME` (SRV
+    /// records).
+    fn from_str(s: &str) -> Result<Self, BadDnsTarget> {
+        let bad = || BadDnsTarget(s.to_owned());
+        if let Some(name) = s.strip_prefix("srv:") {
+            if name.is_empty() {
+                return Err(bad());
+            }
+            return Ok(Self::Srv {
+                name: name.to_owned(),
+            });
+        }
+        let (host, port) = s.rsplit_once(':').ok_or_else(bad)?;
+        let port = port.parse().map_err(|_| bad())?;
+        if host.is_empty() {
+            return Err(bad());
+        }
+        Ok(Self::Host {
+            name: host.to_owned(),
+            port,
+        })
+    }
+}
+
 /// How to resolve.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DnsConfig {
@@ -230,4 +262,33 @@ pub fn watch(target: DnsTarget, config: DnsConfig) -> Result<(Updates, DnsReport
         }
     });
     Ok((updates.with_task(task), report))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn targets_parse_or_say_why_not() {
+        assert_eq!(
+            "web.default:8080".parse(),
+            Ok(DnsTarget::Host {
+                name: "web.default".into(),
+                port: 8080
+            })
+        );
+        assert_eq!(
+            "srv:_http._tcp.web".parse(),
+            Ok(DnsTarget::Srv {
+                name: "_http._tcp.web".into()
+            })
+        );
+        for bad in ["web", "web:http", ":80", "srv:", "web:70000"] {
+            assert_eq!(
+                bad.parse::<DnsTarget>(),
+                Err(BadDnsTarget(bad.into())),
+                "{bad}"
+            );
+        }
+    }
 }

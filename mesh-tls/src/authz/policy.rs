@@ -113,14 +113,19 @@ impl AuthzPolicy {
     pub fn allow<S: AsRef<str>>(
         patterns: impl IntoIterator<Item = S>,
     ) -> Result<Self, PatternError> {
-        let allow = patterns
+        let allow: Vec<IdentityPattern> = patterns
             .into_iter()
             .map(|p| p.as_ref().parse())
             .collect::<Result<_, _>>()?;
-        Ok(Self {
-            allow,
+        Ok(Self::from_patterns(allow))
+    }
+
+    /// Admits identities matching any of `patterns`, already parsed.
+    pub fn from_patterns(patterns: impl IntoIterator<Item = IdentityPattern>) -> Self {
+        Self {
+            allow: patterns.into_iter().collect(),
             unauthenticated: false,
-        })
+        }
     }
 
     /// Also admits peers without an identity (plaintext clients of a permissive acceptor), as

@@ -104,7 +104,7 @@ impl MeshedServer {
                     let builder = match accepted.negotiated {
                         Negotiated::Http2 => builder.http2_only(),
                         Negotiated::Http1 => builder.http1_only(),
-                        Negotiated::None => builder,
+                        Negotiated::None | Negotiated::Opaque => builder,
                     };
                     let _ = builder
                         .serve_connection(TokioIo::new(accepted.io), TowerToHyperService::new(svc))

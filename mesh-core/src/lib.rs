@@ -51,13 +51,21 @@
 //! ```
 
 pub mod classify;
+#[cfg(feature = "client")]
+pub mod client;
 pub mod detect;
+pub mod drain;
 mod endpoint;
 pub mod error;
 pub mod grpc;
+pub mod headers;
 mod identity;
+pub mod orig_proto;
 pub mod random;
 pub mod retry;
+pub mod route;
+#[cfg(feature = "server")]
+pub mod serve;
 pub mod timeout;
 
 pub use self::classify::{Class, Classify, FailureReason};

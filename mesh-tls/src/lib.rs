@@ -55,6 +55,7 @@ pub mod authz;
 mod ca;
 mod client;
 mod credentials;
+mod forward;
 mod identity;
 mod peer;
 mod server;
@@ -68,6 +69,7 @@ pub use self::client::{
     StaticEndpoints, TlsConnector,
 };
 pub use self::credentials::{CredentialFiles, Credentials, CredentialsError, default_provider};
+pub use self::forward::{ForwardIdentity, ForwardIdentityLayer};
 pub use self::identity::{CertIdentityError, identity_of, serial_of};
 pub use self::peer::{SetPeerIdentity, SetPeerIdentityLayer};
 pub use self::server::{AcceptCounts, AcceptError, AcceptStats, Accepted, ServerIo, TlsAcceptor};

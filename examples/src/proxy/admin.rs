@@ -17,9 +17,11 @@ use tokio::net::TcpListener;
 
 use super::Shared;
 use super::config::Config;
-use super::drain::Drain;
 use super::outbound::SnapshotFn;
-use super::serve::{HttpService, ProxyBody, boxed, serve_http};
+use mesh_core::drain::Drain;
+use mesh_core::serve::serve_connection;
+
+use super::serve::{ProxyBody, boxed};
 
 /// What the admin pages read.
 pub(crate) struct Admin {
@@ -46,11 +48,16 @@ pub(crate) async fn serve(listener: TcpListener, admin: Arc<Admin>) {
             }
         };
         let admin = Arc::clone(&admin);
-        let service = HttpService::new(tower::service_fn(move |req: Request<Incoming>| {
+        let service = tower::service_fn(move |req: Request<Incoming>| {
             let admin = Arc::clone(&admin);
             async move { Ok::<_, Infallible>(admin.answer(&req)) }
-        }));
-        tokio::spawn(serve_http(tcp, false, service, watch.clone()));
+        });
+        tokio::spawn(serve_connection(
+            tcp,
+            http::Version::HTTP_11,
+            service,
+            watch.clone(),
+        ));
     }
 }
 

@@ -2,30 +2,34 @@
 //! identity, metrics and tap, and the request forwarded to the local app with the peer's
 //! identity in a header the client cannot forge.
 
-use std::task::{Context, Poll};
-
-use http::header::{HeaderName, HeaderValue};
+use http::header::HeaderName;
 use http::uri::Authority;
-use http::{Request, Response, Version};
+use http::{Request, Version};
 use hyper::body::Incoming;
 use mesh_core::PeerIdentity;
 use mesh_core::classify::{AutoClassify, ClassifyLayer};
+use mesh_core::client::{DualClient, FixedConnector, UriAuthority};
 use mesh_core::detect::{DetectConfig, Protocol, detect_protocol};
+use mesh_core::drain::DrainWatch;
+use mesh_core::orig_proto::OrigProtoDowngradeLayer;
+use mesh_core::route::RouteTable;
+use mesh_core::serve::serve_connection;
 use mesh_metrics::{Direction, HttpLabels, MetricsLayer};
 use mesh_tls::authz::{AuthorizeLayer, AuthzPolicy};
-use mesh_tls::{Accepted, Negotiated, ServerIo, SetPeerIdentityLayer, TlsAcceptor};
+use mesh_tls::{
+    Accepted, ForwardIdentityLayer, Negotiated, ServerIo, SetPeerIdentityLayer, TlsAcceptor,
+};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tower::ServiceBuilder;
 
-use super::client::{DualClient, FixedConnector};
 use super::config;
-use super::drain::DrainWatch;
-use super::edge::Edge;
-use super::headers::{self, ORIG_PROTO};
-use super::routes::RouteTable;
-use super::serve::{accept, serve_http};
+use super::edge::edge;
+use super::serve::accept;
 use super::{Shared, tcp};
+
+/// The local app, over HTTP/1 or HTTP/2 as the request first came.
+type AppClient = DualClient<FixedConnector, Incoming>;
 
 /// Everything a connection on the inbound side needs; cheap to clone.
 #[derive(Clone)]
@@ -33,6 +37,8 @@ pub(crate) struct Inbound {
     acceptor: TlsAcceptor,
     policy: AuthzPolicy,
     app: AppClient,
+    /// Where the app learns who called.
+    identity_header: HeaderName,
     opaque_app: std::net::SocketAddr,
     routes: RouteTable,
     detect: DetectConfig,
@@ -53,15 +59,22 @@ impl Inbound {
         Ok(Self {
             acceptor,
             policy,
-            app: AppClient {
-                client: DualClient::new(FixedConnector(config.app.0), FixedConnector(config.app.0)),
-                authority: Authority::try_from(config.app.0.to_string())
-                    .unwrap_or_else(|_| Authority::from_static("app")),
-                header,
-                peer: None,
-            },
+            app: DualClient::new(
+                FixedConnector(config.app.0),
+                FixedConnector(config.app.0),
+                UriAuthority::Fixed(
+                    Authority::try_from(config.app.0.to_string())
+                        .unwrap_or_else(|_| Authority::from_static("app")),
+                ),
+            ),
+            identity_header: header,
             opaque_app: config.opaque_app.unwrap_or(config.app).0,
-            routes: RouteTable::new(&config.routes),
+            routes: RouteTable::new(
+                config
+                    .routes
+                    .iter()
+                    .map(|r| (r.path_prefix.as_str(), &r.name)),
+            ),
             detect: DetectConfig::default().timeout(config.detect_timeout.0),
             shared,
         })
@@ -111,31 +124,43 @@ impl Inbound {
         };
         let metrics = MetricsLayer::new(self.shared.metrics.clone(), labeler)
             .with_tap(self.shared.tap.clone(), Direction::Inbound);
-        let app = self.app.for_peer(&peer);
-        let service = Edge(
+        let service = edge(
             ServiceBuilder::new()
                 .layer(SetPeerIdentityLayer::new(peer.clone()))
                 .layer(metrics)
                 // The one classification, above authorization so that refusals count too.
                 .layer(ClassifyLayer::new(AutoClassify::new(), ()))
                 .layer(AuthorizeLayer::new(self.policy.clone()))
-                .service(app),
+                .layer(OrigProtoDowngradeLayer::new())
+                .layer(ForwardIdentityLayer::new(
+                    self.identity_header.clone(),
+                    &peer,
+                ))
+                .service(self.app.clone()),
         );
         // Opaque bytes have no requests to refuse one by one: the peer is authorized once, for
         // the whole connection, before anything reaches the app.
         let app = self.opaque_app;
         let permitted = self.policy.permits(Some(&peer));
         match negotiated {
-            Negotiated::Http2 => return serve_http(io, true, service, drain).await,
-            Negotiated::Http1 => return serve_http(io, false, service, drain).await,
+            Negotiated::Http2 => {
+                return serve_connection(io, Version::HTTP_2, service, drain).await;
+            }
+            Negotiated::Http1 => {
+                return serve_connection(io, Version::HTTP_11, service, drain).await;
+            }
             Negotiated::Opaque if !permitted => return refuse_opaque(&peer),
             Negotiated::Opaque => return opaque_to_app(io, app, drain).await,
             Negotiated::None => {}
         }
         // No ALPN (plaintext in permissive mode, or a client that offered none): detect.
         match detect_protocol(io, self.detect).await {
-            Ok(d) if d.protocol == Protocol::Http1 => serve_http(d.io, false, service, drain).await,
-            Ok(d) if d.protocol == Protocol::Http2 => serve_http(d.io, true, service, drain).await,
+            Ok(d) if d.protocol == Protocol::Http1 => {
+                serve_connection(d.io, Version::HTTP_11, service, drain).await
+            }
+            Ok(d) if d.protocol == Protocol::Http2 => {
+                serve_connection(d.io, Version::HTTP_2, service, drain).await
+            }
             Ok(_) if !permitted => refuse_opaque(&peer),
             Ok(d) => opaque_to_app(d.io, app, drain).await,
             Err(e) => tracing::debug!(error = %e, "inbound detection failed"),
@@ -155,54 +180,5 @@ where
     match TcpStream::connect(app).await {
         Ok(upstream) => tcp::splice(io, upstream, drain).await,
         Err(e) => tracing::warn!(error = %e, %app, "opaque connection: the app is not reachable"),
-    }
-}
-
-/// The local app, over HTTP/1 or HTTP/2 as the request first came.
-#[derive(Clone, Debug)]
-struct AppClient {
-    client: DualClient<FixedConnector, Incoming>,
-    authority: Authority,
-    header: HeaderName,
-    /// The proven identity of this connection's peer, ready to insert (made once per
-    /// connection, not per request).
-    peer: Option<HeaderValue>,
-}
-
-impl AppClient {
-    /// The client for one connection's requests, from `peer`.
-    fn for_peer(&self, peer: &PeerIdentity) -> Self {
-        let value = peer.identity().and_then(|id| {
-            HeaderValue::from_maybe_shared(bytes::Bytes::copy_from_slice(id.as_str().as_bytes()))
-                .ok()
-        });
-        Self {
-            peer: value,
-            ..self.clone()
-        }
-    }
-}
-
-impl tower::Service<Request<Incoming>> for AppClient {
-    type Response = Response<Incoming>;
-    type Error = hyper_util::client::legacy::Error;
-    type Future = hyper_util::client::legacy::ResponseFuture;
-
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, mut req: Request<Incoming>) -> Self::Future {
-        let upgrade = headers::is_upgrade(&req);
-        let http1 =
-            req.headers_mut().remove(ORIG_PROTO).is_some() || req.version() < Version::HTTP_2;
-        let headers = req.headers_mut();
-        headers::strip_hop_by_hop(headers, upgrade);
-        // Whatever the client sent under this name is removed: only the proxy says who called.
-        headers.remove(&self.header);
-        if let Some(value) = &self.peer {
-            headers.insert(self.header.clone(), value.clone());
-        }
-        self.client.send(req, !http1, false, &self.authority)
     }
 }

@@ -38,16 +38,12 @@
 //! ```
 
 mod admin;
-mod client;
 pub mod config;
 mod discovery;
-mod drain;
 mod edge;
 mod endpoint;
-mod headers;
 mod inbound;
 mod outbound;
-mod routes;
 mod serve;
 mod tcp;
 mod upgrade;
@@ -64,8 +60,8 @@ use tokio::task::JoinHandle;
 
 pub use self::config::{Config, ConfigError};
 pub use self::discovery::DiscoveryError;
-use self::drain::Drain;
 pub use self::values::{Addr, Dur, Id};
+use mesh_core::drain::Drain;
 
 /// What every part of a proxy shares; cheap to clone.
 #[derive(Clone)]

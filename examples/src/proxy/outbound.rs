@@ -3,44 +3,42 @@
 //! endpoints; and opaque TCP, detected or on dedicated ports, to a service's endpoints.
 
 use std::collections::HashMap;
-use std::convert::Infallible;
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 
-use http::{Request, Response};
+use http::{Request, Response, Version};
 use hyper::body::Incoming;
 use mesh_balance::{Balance, BalanceConfig, Balancer, EndpointSnapshot};
 use mesh_core::detect::{DetectConfig, Protocol, detect_protocol};
+use mesh_core::drain::DrainWatch;
 use mesh_core::retry::{ReplayBody, RetryLayer, RetryPolicy};
-use mesh_core::{Class, Endpoint, TimeoutLayer};
+use mesh_core::route::{RouteTable, Router};
+use mesh_core::serve::serve_connection;
+use mesh_core::{BoxError, Class, Endpoint, TimeoutLayer};
 use mesh_metrics::{Direction, HttpLabels, MetricsLayer};
 use tokio::net::TcpListener;
-use tower::{Service, ServiceBuilder, ServiceExt};
+use tower::ServiceBuilder;
+use tower::util::BoxCloneSyncService;
 
 use super::config::{self, Config};
 use super::discovery;
-use super::drain::DrainWatch;
-use super::edge::{edge, unknown_authority};
-use super::endpoint::{EndpointClient, TcpEndpoint};
-use super::routes::RouteTable;
-use super::serve::{HttpService, ProxyBody, accept, serve_http};
+use super::edge::edge;
+use super::endpoint::{EndpointClient, TcpEndpoint, endpoint_client};
+use super::serve::{ProxyBody, accept, boxed};
 use super::{Shared, StartError, tcp};
 
 /// What `/endpoints` shows of one balancer.
 pub(crate) type SnapshotFn = Arc<dyn Fn() -> Vec<EndpointSnapshot> + Send + Sync>;
 
-/// The outbound side's routing table: each configured authority to its service's stack.
-#[derive(Clone)]
-pub(crate) struct Router {
-    routes: Arc<HashMap<String, HttpService>>,
-    known: Arc<str>,
-}
+/// One service's stack, boxed: the routing table holds services of different types.
+pub(crate) type ServiceStack =
+    BoxCloneSyncService<Request<Incoming>, Response<ProxyBody>, BoxError>;
+
+/// The request body the endpoints get: the app's, replayable for retries.
+type OutboundBody = ReplayBody<Incoming>;
 
 /// The services' HTTP routes and TCP balancers, and their balancers' snapshots.
 pub(crate) struct Services {
-    pub(crate) router: Router,
+    pub(crate) router: Router<ServiceStack>,
     pub(crate) tcp: HashMap<String, TcpBalance>,
     pub(crate) snapshots: Vec<(String, &'static str, SnapshotFn)>,
 }
@@ -51,7 +49,7 @@ pub(crate) type TcpBalance = Balancer<TcpEndpoint>;
 
 /// Builds every configured service.
 pub(crate) fn services(config: &Config, shared: &Shared) -> Result<Services, StartError> {
-    let mut routes = HashMap::new();
+    let mut routes = Vec::new();
     let mut tcp = HashMap::new();
     let mut snapshots = Vec::new();
     let tcp_names: Vec<&str> = config
@@ -69,7 +67,7 @@ pub(crate) fn services(config: &Config, shared: &Shared) -> Result<Services, Sta
         if !service.authorities.is_empty() {
             let (stack, balance) = http_service(service, shared)?;
             for authority in &service.authorities {
-                routes.insert(authority.get_ref().to_ascii_lowercase(), stack.clone());
+                routes.push((authority.get_ref().clone(), stack.clone()));
             }
             snapshots.push((
                 name.clone(),
@@ -94,18 +92,8 @@ pub(crate) fn services(config: &Config, shared: &Shared) -> Result<Services, Sta
             tcp.insert(name, balance);
         }
     }
-    let mut known: Vec<&str> = routes.keys().map(String::as_str).collect();
-    known.sort_unstable();
-    let known = if known.is_empty() {
-        "none".to_owned()
-    } else {
-        known.join(", ")
-    };
     Ok(Services {
-        router: Router {
-            routes: Arc::new(routes),
-            known: known.into(),
-        },
+        router: Router::new(routes),
         tcp,
         snapshots,
     })
@@ -120,12 +108,18 @@ fn snapshot_fn(snapshot: impl Fn() -> Vec<EndpointSnapshot> + Send + Sync + 'sta
 fn http_service(
     service: &config::Service,
     shared: &Shared,
-) -> Result<(HttpService, Balance<EndpointClient, ReplayBody<Incoming>>), StartError> {
+) -> Result<
+    (
+        ServiceStack,
+        Balance<EndpointClient<OutboundBody>, OutboundBody>,
+    ),
+    StartError,
+> {
     let tls = shared.tls.clone();
     let identity = service.identity.as_ref().map(|i| i.0.clone());
     let balance = Balance::new(
         discovery::updates(service)?,
-        move |e: &Endpoint| EndpointClient::new(&tls, e, identity.as_ref()),
+        move |e: &Endpoint| endpoint_client(&tls, e, identity.as_ref()),
         BalanceConfig::default(),
     );
     let retry = &service.retry;
@@ -146,7 +140,12 @@ fn http_service(
     let budget = retry
         .budget()
         .map_err(|e| StartError::Retry(service.name.get_ref().clone(), e))?;
-    let routes = RouteTable::new(&service.routes);
+    let routes = RouteTable::new(
+        service
+            .routes
+            .iter()
+            .map(|r| (r.path_prefix.as_str(), &r.name)),
+    );
     let peer = service.identity.as_ref().map(|i| i.0.clone());
     let labeler = move |req: &Request<Incoming>| {
         let mut labels = HttpLabels::from_request(Direction::Outbound, req);
@@ -162,59 +161,17 @@ fn http_service(
         .layer(TimeoutLayer::new().response_headers(service.timeout.0))
         .layer(RetryLayer::new(policy, Arc::new(budget)))
         .service(balance.clone());
-    Ok((edge(stack), balance))
-}
-
-impl Router {
-    /// The service of `authority`, matched with its port or by host alone, ignoring case. No
-    /// allocation unless the authority has upper-case letters.
-    fn lookup(&self, authority: &str) -> Option<HttpService> {
-        if authority.bytes().any(|b| b.is_ascii_uppercase()) {
-            return self.lookup(&authority.to_ascii_lowercase());
-        }
-        let host = authority.rsplit_once(':').map_or(authority, |(h, _)| h);
-        self.routes
-            .get(authority)
-            .or_else(|| self.routes.get(host))
-            .cloned()
-    }
-}
-
-impl Service<Request<Incoming>> for Router {
-    type Response = Response<ProxyBody>;
-    type Error = Infallible;
-    type Future = Pin<Box<dyn Future<Output = Result<Response<ProxyBody>, Infallible>> + Send>>;
-
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, req: Request<Incoming>) -> Self::Future {
-        let authority = req
-            .uri()
-            .authority()
-            .map(|a| a.as_str())
-            .or_else(|| req.headers().get(http::header::HOST)?.to_str().ok())
-            .unwrap_or_default();
-        match self.lookup(authority) {
-            Some(service) => Box::pin(service.oneshot(req)),
-            None => {
-                let rsp = unknown_authority(
-                    authority,
-                    mesh_core::grpc::is_grpc(req.headers()),
-                    &self.known,
-                );
-                Box::pin(std::future::ready(Ok(rsp)))
-            }
-        }
-    }
+    let stack = ServiceBuilder::new()
+        .map_response(|rsp: Response<_>| rsp.map(boxed))
+        .service(stack);
+    Ok((BoxCloneSyncService::new(stack), balance))
 }
 
 /// Accepts the app's connections on the outbound listener until the proxy drains.
 pub(crate) async fn serve(
     listener: TcpListener,
     outbound: config::Outbound,
-    router: Router,
+    router: Router<ServiceStack>,
     opaque: Option<TcpBalance>,
     shared: Shared,
     mut drain: DrainWatch,
@@ -230,10 +187,14 @@ pub(crate) async fn serve(
                 Ok(detected) => detected,
                 Err(e) => return tracing::debug!(error = %e, "outbound detection failed"),
             };
-            let service = HttpService::new(router);
+            let service = edge(router);
             match (detected.protocol, opaque) {
-                (Protocol::Http1, _) => serve_http(detected.io, false, service, conn_drain).await,
-                (Protocol::Http2, _) => serve_http(detected.io, true, service, conn_drain).await,
+                (Protocol::Http1, _) => {
+                    serve_connection(detected.io, Version::HTTP_11, service, conn_drain).await
+                }
+                (Protocol::Http2, _) => {
+                    serve_connection(detected.io, Version::HTTP_2, service, conn_drain).await
+                }
                 (Protocol::Opaque, Some(balance)) => {
                     forward(detected.io, balance, conn_drain).await
                 }

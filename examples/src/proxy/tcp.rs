@@ -2,7 +2,7 @@
 
 use tokio::io::{AsyncRead, AsyncWrite};
 
-use super::drain::DrainWatch;
+use mesh_core::drain::DrainWatch;
 
 /// Copies between `a` and `b` until both directions are done. `_drain` is held so that a
 /// draining proxy waits for the connection (up to its deadline).

@@ -7,7 +7,7 @@ use hyper_util::rt::TokioIo;
 
 /// Takes the client's side of an upgrade from `req`, if it asks for one.
 pub(crate) fn take_upgrade<B>(req: &mut Request<B>) -> Option<OnUpgrade> {
-    super::headers::is_upgrade(req).then(|| hyper::upgrade::on(req))
+    mesh_core::headers::is_upgrade(req).then(|| hyper::upgrade::on(req))
 }
 
 /// When `rsp` accepts the upgrade (101), joins the client's side to the server's in a task.

@@ -1,6 +1,7 @@
 //! The mesh's error vocabulary: the typed errors that layers return, what kind of failure each
 //! is, and (in [`error_response`]) the one place that turns them into responses.
 
+mod layer;
 mod response;
 
 use std::error::Error;
@@ -8,6 +9,7 @@ use std::fmt;
 use std::io;
 use std::net::SocketAddr;
 
+pub use self::layer::{ErrorResponse, ErrorResponseBody, ErrorResponseLayer, ResponseFuture};
 pub use self::response::{MESH_ERROR, error_response};
 use crate::timeout::TimeoutError;
 
@@ -26,6 +28,8 @@ pub enum ErrorKind {
     Unavailable,
     /// A deadline passed (HTTP 504, gRPC DEADLINE_EXCEEDED).
     Timeout,
+    /// No service is configured for the request's authority (HTTP 404, gRPC UNIMPLEMENTED).
+    NoRoute,
     /// Anything else, such as a connection reset mid-request (HTTP 502, gRPC UNAVAILABLE).
     Other,
 }
@@ -55,6 +59,9 @@ impl ErrorKind {
         if err.is::<ConnectError>() {
             return Some(Self::Connect);
         }
+        if err.is::<crate::route::NoRouteError>() {
+            return Some(Self::NoRoute);
+        }
         if err.is::<UnavailableError>() || err.is::<tower::load_shed::error::Overloaded>() {
             return Some(Self::Unavailable);
         }
@@ -65,12 +72,14 @@ impl ErrorKind {
         }
     }
 
-    /// A short lower-case name (`connect`, `unavailable`, `timeout`, `other`), e.g. for labels.
+    /// A short lower-case name (`connect`, `unavailable`, `timeout`, `no-route`, `other`), e.g.
+    /// for labels.
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Connect => "connect",
             Self::Unavailable => "unavailable",
             Self::Timeout => "timeout",
+            Self::NoRoute => "no-route",
             Self::Other => "other",
         }
     }

@@ -11,7 +11,7 @@ use super::ErrorKind;
 use crate::grpc::{self, GrpcCode};
 
 /// The header that marks a response as produced by the mesh rather than by the application,
-/// holding the [`ErrorKind`] (`connect`, `unavailable`, `timeout` or `other`).
+/// holding the [`ErrorKind`] (`connect`, `unavailable`, `timeout`, `no-route` or `other`).
 pub const MESH_ERROR: HeaderName = HeaderName::from_static("mesh-error");
 
 /// How much of an error's message goes into a response.
@@ -24,6 +24,7 @@ const MAX_MESSAGE: usize = 1024;
 /// | [`ErrorKind::Connect`] | 502 | UNAVAILABLE |
 /// | [`ErrorKind::Unavailable`] | 503 | UNAVAILABLE |
 /// | [`ErrorKind::Timeout`] | 504 | DEADLINE_EXCEEDED |
+/// | [`ErrorKind::NoRoute`] | 404 | UNIMPLEMENTED |
 /// | [`ErrorKind::Other`] | 502 | UNAVAILABLE |
 ///
 /// An HTTP answer carries the error's message (with its sources) as a plain-text body and the
@@ -48,6 +49,8 @@ pub fn error_response<B: From<Bytes>>(err: &(dyn Error + 'static), grpc: bool) -
     if grpc {
         let code = match kind {
             ErrorKind::Timeout => GrpcCode::DEADLINE_EXCEEDED,
+            // What gRPC makes of a 404.
+            ErrorKind::NoRoute => GrpcCode::UNIMPLEMENTED,
             _ => GrpcCode::UNAVAILABLE,
         };
         return grpc::trailers_only(code, &message);
@@ -56,6 +59,7 @@ pub fn error_response<B: From<Bytes>>(err: &(dyn Error + 'static), grpc: bool) -
     *rsp.status_mut() = match kind {
         ErrorKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
         ErrorKind::Timeout => StatusCode::GATEWAY_TIMEOUT,
+        ErrorKind::NoRoute => StatusCode::NOT_FOUND,
         ErrorKind::Connect | ErrorKind::Other => StatusCode::BAD_GATEWAY,
     };
     let mut body = message;

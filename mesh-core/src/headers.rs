@@ -1,14 +1,8 @@
-//! The headers a proxy must not pass on, and the one it adds between proxies.
+//! The headers a proxy must not pass on (RFC 9110, section 7.6.1), and telling an HTTP/1
+//! upgrade request apart.
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Request, Version};
-
-/// Between proxies every request travels over HTTP/2; this header records that the app spoke
-/// HTTP/1 so that the inbound proxy speaks HTTP/1 to its app again.
-pub(crate) const ORIG_PROTO: HeaderName = HeaderName::from_static("mesh-orig-proto");
-
-/// The value of [`ORIG_PROTO`] for HTTP/1.
-pub(crate) const HTTP1: HeaderValue = HeaderValue::from_static("HTTP/1.1");
 
 /// Headers that describe one hop's connection, not the request (RFC 9110, section 7.6.1).
 const HOP_BY_HOP: [HeaderName; 6] = [
@@ -21,13 +15,13 @@ const HOP_BY_HOP: [HeaderName; 6] = [
 ];
 
 /// Whether `req` asks to switch protocols on its HTTP/1 connection (WebSocket, say).
-pub(crate) fn is_upgrade<B>(req: &Request<B>) -> bool {
+pub fn is_upgrade<B>(req: &Request<B>) -> bool {
     req.version() <= Version::HTTP_11 && req.headers().contains_key(header::UPGRADE)
 }
 
 /// Removes hop-by-hop headers, and those the `Connection` header names. An upgrade keeps
 /// `Connection: upgrade` and `Upgrade`, which the next hop needs to switch protocols too.
-pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
+pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
     let named: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()

@@ -1,5 +1,11 @@
-//! Pooled HTTP clients: one for HTTP/1 and one for HTTP/2, over the same kind of connection,
-//! and the connector that always dials one fixed address (the local app).
+//! Pooled HTTP clients for a proxy (feature `client`): [`DualClient`], one pool for HTTP/1 and
+//! one for HTTP/2 to the same destination, picked by each request's version; and
+//! [`FixedConnector`], which always dials one address (a local app).
+//!
+//! With [`OrigProtoUpgradeLayer`](crate::orig_proto::OrigProtoUpgradeLayer) in front, every
+//! request but an upgrade leaves as HTTP/2; with
+//! [`OrigProtoDowngradeLayer`](crate::orig_proto::OrigProtoDowngradeLayer), each request
+//! reaches the app in the version its client spoke.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -9,19 +15,47 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::uri::{Authority, Scheme};
-use http::{Request, Uri, Version};
+use http::{Request, Response, Uri, Version};
+use hyper::body::Incoming;
 use hyper_util::client::legacy::connect::Connect;
 use hyper_util::client::legacy::{Client, ResponseFuture};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use mesh_core::error::ConnectError;
 use tokio::net::TcpStream;
 
-/// Two pools to one destination: HTTP/2 (multiplexed) for most requests, HTTP/1 for the
-/// requests that need it (upgrades, and apps that speak only HTTP/1).
+use crate::error::{BoxError, ConnectError};
+
+/// Where a request's absolute URI (by which the pools are keyed) takes its authority from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum UriAuthority {
+    /// The request's own (its URI's, or its `Host` header's, which then travels on as HTTP/2's
+    /// `:authority`); this one if it has none.
+    FromRequest(Authority),
+    /// This one unless the URI itself names one (one pool; the `Host` header is kept as it is).
+    Fixed(Authority),
+}
+
+/// Two pools to one destination: HTTP/2 (multiplexed) for requests whose version is HTTP/2,
+/// HTTP/1 for the rest (upgrades, and apps that speak only HTTP/1). A tower service, generic
+/// over the request body.
+///
+/// ```
+/// use http::uri::Authority;
+/// use mesh_core::client::{DualClient, FixedConnector, UriAuthority};
+///
+/// # tokio::runtime::Builder::new_current_thread().enable_all().build()?.block_on(async {
+/// let app = FixedConnector("127.0.0.1:8080".parse()?);
+/// let client: DualClient<_, http_body_util::Empty<bytes::Bytes>> =
+///     DualClient::new(app, app, UriAuthority::Fixed(Authority::from_static("app")));
+/// # let _ = client;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// # })?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug)]
-pub(crate) struct DualClient<C, B> {
+pub struct DualClient<C, B> {
     h1: Client<C, B>,
     h2: Client<C, B>,
+    authority: UriAuthority,
 }
 
 impl<C: Clone, B> Clone for DualClient<C, B> {
@@ -29,6 +63,7 @@ impl<C: Clone, B> Clone for DualClient<C, B> {
         Self {
             h1: self.h1.clone(),
             h2: self.h2.clone(),
+            authority: self.authority.clone(),
         }
     }
 }
@@ -37,11 +72,11 @@ impl<C, B> DualClient<C, B>
 where
     C: Connect + Clone + Send + Sync + 'static,
     B: http_body::Body<Data = Bytes> + Send + Unpin + 'static,
-    B::Error: Into<mesh_core::BoxError>,
+    B::Error: Into<BoxError>,
 {
     /// Pools over `h1` connections and `h2` connections (which may be the same connector, or
-    /// differ in what they offer in ALPN).
-    pub(crate) fn new(h1: C, h2: C) -> Self {
+    /// differ in what they offer in ALPN), keyed by `authority`.
+    pub fn new(h1: C, h2: C, authority: UriAuthority) -> Self {
         let builder = || {
             let mut b = Client::builder(TokioExecutor::new());
             b.pool_timer(TokioTimer::new())
@@ -58,22 +93,31 @@ where
                 .http2_keep_alive_interval(Duration::from_secs(10))
                 .http2_keep_alive_timeout(Duration::from_secs(20))
                 .build(h2),
+            authority,
         }
     }
+}
 
-    /// Sends `req` over HTTP/2 or HTTP/1. The URI is made absolute first (the pools are keyed
-    /// by authority): from the `Host` header if `from_host` (where the authority travels on,
-    /// as HTTP/2's `:authority`), else `fallback` (one pool, and the `Host` header is kept).
-    pub(crate) fn send(
-        &self,
-        mut req: Request<B>,
-        http2: bool,
-        from_host: bool,
-        fallback: &Authority,
-    ) -> ResponseFuture {
-        absolute_uri(&mut req, from_host, fallback);
-        if http2 {
-            *req.version_mut() = Version::HTTP_2;
+impl<C, B> tower::Service<Request<B>> for DualClient<C, B>
+where
+    C: Connect + Clone + Send + Sync + 'static,
+    B: http_body::Body<Data = Bytes> + Send + Unpin + 'static,
+    B::Error: Into<BoxError>,
+{
+    type Response = Response<Incoming>;
+    type Error = hyper_util::client::legacy::Error;
+    type Future = ResponseFuture;
+
+    /// Always ready: the pools connect per request.
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    /// Sends `req` over HTTP/2 if that is its version, else over HTTP/1.1, with its URI made
+    /// absolute first.
+    fn call(&mut self, mut req: Request<B>) -> ResponseFuture {
+        absolute_uri(&mut req, &self.authority);
+        if req.version() == Version::HTTP_2 {
             self.h2.request(req)
         } else {
             *req.version_mut() = Version::HTTP_11;
@@ -83,10 +127,14 @@ where
 }
 
 /// Gives `req` an absolute URI (`http://authority/path`), as hyper-util's client wants.
-fn absolute_uri<B>(req: &mut Request<B>, from_host: bool, fallback: &Authority) {
+fn absolute_uri<B>(req: &mut Request<B>, from: &UriAuthority) {
     if req.uri().authority().is_some() && req.uri().scheme().is_some() {
         return;
     }
+    let (from_host, fallback) = match from {
+        UriAuthority::FromRequest(fallback) => (true, fallback),
+        UriAuthority::Fixed(authority) => (false, authority),
+    };
     let authority = req
         .uri()
         .authority()
@@ -110,9 +158,10 @@ fn absolute_uri<B>(req: &mut Request<B>, from_host: bool, fallback: &Authority) 
     }
 }
 
-/// Dials one address whatever the URI says: the local app, from the inbound side.
+/// Dials one address whatever the URI says (the local app, from the inbound side), with
+/// `TCP_NODELAY`; a failure is a [`ConnectError`] for that address.
 #[derive(Clone, Copy, Debug)]
-pub(crate) struct FixedConnector(pub(crate) SocketAddr);
+pub struct FixedConnector(pub SocketAddr);
 
 impl tower::Service<Uri> for FixedConnector {
     type Response = TokioIo<TcpStream>;
@@ -142,12 +191,14 @@ mod tests {
     #[test]
     fn uris_become_absolute_from_host_or_fallback() {
         let fallback = Authority::from_static("app");
+        let from_request = UriAuthority::FromRequest(fallback.clone());
+        let fixed = UriAuthority::Fixed(fallback);
         let mut req = Request::builder()
             .uri("/a?b=1")
             .header("host", "web:8080")
             .body(())
             .expect("request");
-        absolute_uri(&mut req, true, &fallback);
+        absolute_uri(&mut req, &from_request);
         assert_eq!(req.uri(), "http://web:8080/a?b=1");
         // Not from the Host header: one pool for the app, the header itself untouched.
         let mut req = Request::builder()
@@ -155,17 +206,17 @@ mod tests {
             .header("host", "web:8080")
             .body(())
             .expect("request");
-        absolute_uri(&mut req, false, &fallback);
+        absolute_uri(&mut req, &fixed);
         assert_eq!(req.uri(), "http://app/a");
         assert_eq!(req.headers()["host"], "web:8080");
         let mut req = Request::builder().uri("/x").body(()).expect("request");
-        absolute_uri(&mut req, true, &fallback);
+        absolute_uri(&mut req, &from_request);
         assert_eq!(req.uri(), "http://app/x");
         let mut req = Request::builder()
             .uri("http://b/y")
             .body(())
             .expect("request");
-        absolute_uri(&mut req, true, &fallback);
+        absolute_uri(&mut req, &from_request);
         assert_eq!(req.uri(), "http://b/y");
     }
 }

@@ -1,6 +1,20 @@
 //! Graceful shutdown: every listener and connection holds a [`DrainWatch`]; [`Drain::drain`]
 //! tells them all to finish what is in flight, and waits until the last one has let go, or
 //! the deadline passes.
+//!
+//! ```
+//! use std::time::Duration;
+//! use mesh_core::drain::Drain;
+//!
+//! # tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap().block_on(async {
+//! let (drain, mut watch) = Drain::new();
+//! let connection = tokio::spawn(async move {
+//!     watch.signaled().await; // finish what is in flight, then let go of the watch
+//! });
+//! assert!(drain.drain(Duration::from_secs(1)).await);
+//! connection.await.unwrap();
+//! # });
+//! ```
 
 use std::time::Duration;
 
@@ -8,30 +22,30 @@ use tokio::sync::watch;
 
 /// The sending side, held by whoever shuts the proxy down.
 #[derive(Debug)]
-pub(crate) struct Drain {
+pub struct Drain {
     signal: watch::Sender<bool>,
 }
 
 /// The receiving side, cloned into every listener and connection.
 #[derive(Clone, Debug)]
-pub(crate) struct DrainWatch {
+pub struct DrainWatch {
     signal: watch::Receiver<bool>,
 }
 
 impl Drain {
     /// A drain and its first watch.
-    pub(crate) fn new() -> (Self, DrainWatch) {
+    pub fn new() -> (Self, DrainWatch) {
         let (signal, rx) = watch::channel(false);
         (Self { signal }, DrainWatch { signal: rx })
     }
 
     /// Whether draining has begun.
-    pub(crate) fn is_draining(&self) -> bool {
+    pub fn is_draining(&self) -> bool {
         *self.signal.borrow()
     }
 
     /// A watch to hand to new work.
-    pub(crate) fn watch(&self) -> DrainWatch {
+    pub fn watch(&self) -> DrainWatch {
         DrainWatch {
             signal: self.signal.subscribe(),
         }
@@ -39,7 +53,7 @@ impl Drain {
 
     /// Signals every watch, then waits for all of them to be dropped, at most `deadline`.
     /// Returns whether everything finished in time.
-    pub(crate) async fn drain(&self, deadline: Duration) -> bool {
+    pub async fn drain(&self, deadline: Duration) -> bool {
         self.signal.send_replace(true);
         tokio::time::timeout(deadline, self.signal.closed())
             .await
@@ -49,7 +63,7 @@ impl Drain {
 
 impl DrainWatch {
     /// Resolves once draining has begun.
-    pub(crate) async fn signaled(&mut self) {
+    pub async fn signaled(&mut self) {
         let _ = self.signal.wait_for(|draining| *draining).await;
     }
 }

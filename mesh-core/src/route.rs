@@ -1,0 +1,203 @@
+//! Routing: requests to services by authority ([`Router`]), and route names for metrics by
+//! path prefix ([`RouteTable`]).
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use http::Request;
+use pin_project::pin_project;
+use tower::util::Oneshot;
+use tower::{Service, ServiceExt};
+
+use crate::error::BoxError;
+
+/// Sends each request to the service of its authority (the URI's, or else the `Host` header's),
+/// matched with its port or by host alone, ignoring case. A request for an authority no service
+/// has fails with [`NoRouteError`], which [`error_response`](crate::error_response) answers
+/// with 404 (gRPC `UNIMPLEMENTED`). Looking up allocates nothing unless the authority has
+/// upper-case letters. Cheap to clone (shared).
+///
+/// ```
+/// use mesh_core::route::Router;
+/// use tower::ServiceExt;
+///
+/// # tokio::runtime::Builder::new_current_thread().build()?.block_on(async {
+/// let answer = |name: &'static str| {
+///     tower::service_fn(move |_req: http::Request<()>| async move {
+///         Ok::<_, std::convert::Infallible>(http::Response::new(name))
+///     })
+/// };
+/// let router = Router::new([("web", answer("web")), ("api:8080", answer("api"))]);
+/// let req = http::Request::builder().header("host", "WEB:80").body(())?;
+/// assert_eq!(*router.clone().oneshot(req).await?.body(), "web");
+/// let req = http::Request::builder().uri("http://nowhere/").body(())?;
+/// let err = router.oneshot(req).await.expect_err("no such service");
+/// assert!(err.to_string().contains("\"nowhere\""));
+/// # Ok::<(), mesh_core::BoxError>(())
+/// # })?;
+/// # Ok::<(), mesh_core::BoxError>(())
+/// ```
+#[derive(Debug)]
+pub struct Router<S> {
+    routes: Arc<HashMap<String, S>>,
+    /// The configured authorities, listed for the error.
+    known: Arc<str>,
+}
+
+impl<S> Clone for Router<S> {
+    fn clone(&self) -> Self {
+        Self {
+            routes: Arc::clone(&self.routes),
+            known: Arc::clone(&self.known),
+        }
+    }
+}
+
+/// No service is configured for a request's authority.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("no service is configured for authority {authority:?} (configured: {known})")]
+pub struct NoRouteError {
+    authority: String,
+    known: Arc<str>,
+}
+
+impl NoRouteError {
+    /// The authority the request named (empty if it named none).
+    pub fn authority(&self) -> &str {
+        &self.authority
+    }
+}
+
+impl<S> Router<S> {
+    /// Routes each authority to its service; an authority given twice keeps the first.
+    pub fn new<A: AsRef<str>>(routes: impl IntoIterator<Item = (A, S)>) -> Self {
+        let mut table = HashMap::new();
+        for (authority, service) in routes {
+            table
+                .entry(authority.as_ref().to_ascii_lowercase())
+                .or_insert(service);
+        }
+        let mut known: Vec<&str> = table.keys().map(String::as_str).collect();
+        known.sort_unstable();
+        let known = if known.is_empty() {
+            "none".to_owned()
+        } else {
+            known.join(", ")
+        };
+        Self {
+            routes: Arc::new(table),
+            known: known.into(),
+        }
+    }
+
+    /// The service of `authority`, with its port or by host alone, ignoring case.
+    pub fn lookup(&self, authority: &str) -> Option<&S> {
+        if authority.bytes().any(|b| b.is_ascii_uppercase()) {
+            let lower = authority.to_ascii_lowercase();
+            let host = lower.rsplit_once(':').map_or(lower.as_str(), |(h, _)| h);
+            return self.routes.get(&lower).or_else(|| self.routes.get(host));
+        }
+        let host = authority.rsplit_once(':').map_or(authority, |(h, _)| h);
+        self.routes.get(authority).or_else(|| self.routes.get(host))
+    }
+}
+
+/// The authority a request names: its URI's, or else its `Host` header's.
+fn authority_of<B>(req: &Request<B>) -> &str {
+    req.uri()
+        .authority()
+        .map(|a| a.as_str())
+        .or_else(|| req.headers().get(http::header::HOST)?.to_str().ok())
+        .unwrap_or_default()
+}
+
+impl<S, B> Service<Request<B>> for Router<S>
+where
+    S: Service<Request<B>> + Clone,
+    S::Error: Into<BoxError>,
+{
+    type Response = S::Response;
+    type Error = BoxError;
+    type Future = RouteFuture<S, Request<B>>;
+
+    /// Always ready: each request readies its own route's service.
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        let authority = authority_of(&req);
+        match self.lookup(authority) {
+            Some(service) => RouteFuture::Routed(service.clone().oneshot(req)),
+            None => RouteFuture::NoRoute(Some(NoRouteError {
+                authority: authority.to_owned(),
+                known: Arc::clone(&self.known),
+            })),
+        }
+    }
+}
+
+/// The response future of [`Router`].
+#[pin_project(project = RouteFutureProj)]
+#[derive(Debug)]
+pub enum RouteFuture<S: Service<R>, R> {
+    /// On its way to the route's service.
+    Routed(#[pin] Oneshot<S, R>),
+    /// No route: fails at once.
+    NoRoute(Option<NoRouteError>),
+}
+
+impl<S, R> Future for RouteFuture<S, R>
+where
+    S: Service<R>,
+    S::Error: Into<BoxError>,
+{
+    type Output = Result<S::Response, BoxError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project() {
+            RouteFutureProj::Routed(call) => call.poll(cx).map_err(Into::into),
+            RouteFutureProj::NoRoute(err) => Poll::Ready(Err(match err.take() {
+                Some(err) => err.into(),
+                None => "route: response future polled after completion".into(),
+            })),
+        }
+    }
+}
+
+/// Route names for metrics: the first path prefix that matches names the route, so labels stay
+/// bounded however many distinct paths arrive. Cheap to clone (shared).
+///
+/// ```
+/// use mesh_core::route::RouteTable;
+///
+/// let table = RouteTable::new([("/api/checkout", "checkout"), ("/api", "api")]);
+/// assert_eq!(table.name("/api/checkout/1").as_deref(), Some("checkout"));
+/// assert_eq!(table.name("/api/cart").as_deref(), Some("api"));
+/// assert_eq!(table.name("/"), None);
+/// ```
+#[derive(Clone, Debug, Default)]
+pub struct RouteTable(Arc<[(String, Arc<str>)]>);
+
+impl RouteTable {
+    /// The table of `(path prefix, route name)` pairs, matched in this order.
+    pub fn new<P: Into<String>, N: AsRef<str>>(routes: impl IntoIterator<Item = (P, N)>) -> Self {
+        Self(
+            routes
+                .into_iter()
+                .map(|(prefix, name)| (prefix.into(), Arc::from(name.as_ref())))
+                .collect(),
+        )
+    }
+
+    /// The name of the route `path` is on, if any.
+    pub fn name(&self, path: &str) -> Option<Arc<str>> {
+        self.0
+            .iter()
+            .find(|(prefix, _)| path.starts_with(prefix.as_str()))
+            .map(|(_, name)| Arc::clone(name))
+    }
+}

@@ -9,7 +9,7 @@ use std::task::{Context, Poll, ready};
 
 use http::{Request, Response};
 use http_body::Body;
-use mesh_core::classify::{ClassifiedBody, ClassifyEos, ClassifyResponse};
+use mesh_core::classify::{ClassifiedBody, ClassifyResponse};
 use mesh_core::{BoxError, Class};
 use pin_project::pin_project;
 use tower::Service;
@@ -213,10 +213,18 @@ where
                     let result = match result {
                         Ok(rsp) => {
                             let eos = classifier.classify_response(&rsp);
-                            outcome.responded(eos.classify_head().is_some_and(Class::is_failure));
                             let guard = outcome.take_outstanding();
                             Ok(rsp.map(|body| {
-                                ClassifiedBody::new(Outstanding::new(body, guard), eos, outcome)
+                                let mut body = ClassifiedBody::new(
+                                    Outstanding::new(body, guard),
+                                    eos,
+                                    outcome,
+                                );
+                                let failed = body.head_class().is_some_and(Class::is_failure);
+                                if let Some(outcome) = body.listener_mut() {
+                                    outcome.responded(failed);
+                                }
+                                body
                             }))
                         }
                         Err(err) => {

@@ -58,6 +58,7 @@ pub mod drain;
 mod endpoint;
 pub mod error;
 pub mod grpc;
+pub mod handshake;
 pub mod headers;
 mod identity;
 pub mod orig_proto;

@@ -318,3 +318,16 @@ impl<T: AsyncWrite> AsyncWrite for CountingIo<T> {
         self.project().io.poll_shutdown(cx)
     }
 }
+
+/// A TLS acceptor reports its handshakes here: successes and failures by reason (plaintext
+/// connections of a permissive acceptor are not handshakes).
+impl mesh_core::handshake::HandshakeObserver for TcpSeries {
+    fn observe(&self, outcome: mesh_core::handshake::HandshakeOutcome) {
+        use mesh_core::handshake::HandshakeOutcome;
+        match outcome {
+            HandshakeOutcome::Tls => self.handshake_succeeded(),
+            HandshakeOutcome::Plaintext => {}
+            HandshakeOutcome::Failed(reason) => self.handshake_failed(reason),
+        }
+    }
+}

@@ -8,6 +8,7 @@ use std::task::{Context, Poll};
 
 use mesh_core::PeerIdentity;
 use mesh_core::detect::{DetectConfig, DetectError, PrefixedIo, Undecided, sniff};
+use mesh_core::handshake::{HandshakeObserver, HandshakeOutcome};
 use pin_project::pin_project;
 use rustls::ServerConfig;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -117,6 +118,19 @@ pub struct AcceptCounts {
     pub handshake_failures: u64,
 }
 
+impl HandshakeObserver for AcceptStats {
+    fn observe(&self, outcome: HandshakeOutcome) {
+        let counter = match outcome {
+            HandshakeOutcome::Tls => &self.tls,
+            HandshakeOutcome::Plaintext => &self.plaintext,
+            HandshakeOutcome::Failed("not_tls") => &self.rejected_not_tls,
+            HandshakeOutcome::Failed("detect_timeout" | "handshake_timeout") => &self.timeouts,
+            HandshakeOutcome::Failed(_) => &self.handshake_failures,
+        };
+        counter.fetch_add(1, Relaxed);
+    }
+}
+
 impl AcceptStats {
     /// The counts so far.
     pub fn counts(&self) -> AcceptCounts {
@@ -128,30 +142,39 @@ impl AcceptStats {
             handshake_failures: self.handshake_failures.load(Relaxed),
         }
     }
+}
 
-    fn count<I>(&self, result: &Result<Accepted<I>, AcceptError>) {
-        let counter = match result {
-            Ok(Accepted {
-                io: ServerIo::Tls(_),
-                ..
-            }) => &self.tls,
-            Ok(_) => &self.plaintext,
-            Err(AcceptError::NotTls) => &self.rejected_not_tls,
-            Err(AcceptError::DetectTimeout | AcceptError::HandshakeTimeout) => &self.timeouts,
-            Err(_) => &self.handshake_failures,
-        };
-        counter.fetch_add(1, Relaxed);
+impl std::fmt::Debug for TlsAcceptor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsAcceptor")
+            .field("settings", &self.settings)
+            .field("own_stats", &self.stats.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+/// What one accept came to, as observers see it.
+fn outcome_of<I>(result: &Result<Accepted<I>, AcceptError>) -> HandshakeOutcome {
+    match result {
+        Ok(Accepted {
+            io: ServerIo::Tls(_),
+            ..
+        }) => HandshakeOutcome::Tls,
+        Ok(_) => HandshakeOutcome::Plaintext,
+        Err(err) => HandshakeOutcome::Failed(err.reason()),
     }
 }
 
 /// Accepts meshed connections: requires (strict) or detects (permissive) TLS, verifies the
 /// client's certificate against the store's current roots, and reports the peer's identity and
 /// the negotiated protocol. Cheap to clone (shared).
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct TlsAcceptor {
     config: Arc<ServerConfig>,
     settings: TlsSettings,
-    stats: Arc<AcceptStats>,
+    /// Its own counters, while they are what it reports to.
+    stats: Option<Arc<AcceptStats>>,
+    observer: Arc<dyn HandshakeObserver>,
 }
 
 /// A connection accepted by [`TlsAcceptor`].
@@ -195,16 +218,26 @@ impl TlsAcceptor {
             .with_client_cert_verifier(Arc::new(CurrentRoots(store.clone())))
             .with_cert_resolver(Arc::new(CurrentCert(store)));
         config.alpn_protocols = settings.alpn.clone();
+        let stats = Arc::new(AcceptStats::default());
         Ok(Self {
             config: Arc::new(config),
             settings,
-            stats: Arc::default(),
+            observer: Arc::clone(&stats) as Arc<dyn HandshakeObserver>,
+            stats: Some(stats),
         })
     }
 
-    /// What this acceptor has seen.
-    pub fn stats(&self) -> &AcceptStats {
-        &self.stats
+    /// Reports each handshake to `observer` (golden metrics, say) instead of the acceptor's own
+    /// [`AcceptStats`]: every outcome is counted once, in one place.
+    pub fn observed_by(mut self, observer: Arc<dyn HandshakeObserver>) -> Self {
+        self.observer = observer;
+        self.stats = None;
+        self
+    }
+
+    /// What this acceptor has seen, unless it reports to another observer.
+    pub fn stats(&self) -> Option<&AcceptStats> {
+        self.stats.as_deref()
     }
 
     /// Accepts `io`: detection, then the handshake, each within its deadline. Errors are typed
@@ -214,7 +247,7 @@ impl TlsAcceptor {
         I: AsyncRead + AsyncWrite + Unpin,
     {
         let result = self.accept_inner(io).await;
-        self.stats.count(&result);
+        self.observer.observe(outcome_of(&result));
         result
     }
 

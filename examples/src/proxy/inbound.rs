@@ -7,7 +7,7 @@ use http::uri::Authority;
 use http::{Request, Version};
 use hyper::body::Incoming;
 use mesh_core::PeerIdentity;
-use mesh_core::classify::{AutoClassify, ClassifyLayer};
+use mesh_core::classify::ClassifyLayer;
 use mesh_core::client::{DualClient, FixedConnector, UriAuthority};
 use mesh_core::detect::{DetectConfig, Protocol, detect_protocol};
 use mesh_core::drain::DrainWatch;
@@ -16,9 +16,7 @@ use mesh_core::route::RouteTable;
 use mesh_core::serve::serve_connection;
 use mesh_metrics::{Direction, HttpLabels, MetricsLayer};
 use mesh_tls::authz::{AuthorizeLayer, AuthzPolicy};
-use mesh_tls::{
-    Accepted, ForwardIdentityLayer, Negotiated, ServerIo, SetPeerIdentityLayer, TlsAcceptor,
-};
+use mesh_tls::{Accepted, ForwardIdentityLayer, Negotiated, SetPeerIdentityLayer, TlsAcceptor};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tower::ServiceBuilder;
@@ -26,14 +24,14 @@ use tower::ServiceBuilder;
 use super::config;
 use super::edge::edge;
 use super::serve::accept;
-use super::{Shared, tcp};
+use super::{ProxyClassify, Shared, tcp};
 
 /// The local app, over HTTP/1 or HTTP/2 as the request first came.
 type AppClient = DualClient<FixedConnector, Incoming>;
 
 /// Everything a connection on the inbound side needs; cheap to clone.
 #[derive(Clone)]
-pub(crate) struct Inbound {
+pub(crate) struct Inbound<C> {
     acceptor: TlsAcceptor,
     policy: AuthzPolicy,
     app: AppClient,
@@ -43,14 +41,17 @@ pub(crate) struct Inbound {
     routes: RouteTable,
     detect: DetectConfig,
     shared: Shared,
+    /// Decides each request's outcome, once.
+    classify: C,
 }
 
-impl Inbound {
+impl<C: ProxyClassify> Inbound<C> {
     /// The inbound side as configured.
     pub(crate) fn new(
         config: &config::Inbound,
         acceptor: TlsAcceptor,
         shared: Shared,
+        classify: C,
     ) -> Result<Self, super::StartError> {
         let patterns = config.authorize.iter().map(|p| p.get_ref().0.clone());
         let policy = AuthzPolicy::from_patterns(patterns)
@@ -77,6 +78,7 @@ impl Inbound {
             ),
             detect: DetectConfig::default().timeout(config.detect_timeout.0),
             shared,
+            classify,
         })
     }
 
@@ -86,20 +88,17 @@ impl Inbound {
             .shared
             .tcp_metrics
             .series(&HttpLabels::new(Direction::Inbound));
+        // The acceptor reports each handshake to the inbound's connection metrics.
+        let this = Self {
+            acceptor: self.acceptor.clone().observed_by(series.clone()),
+            ..self
+        };
         while let Some(io) = accept(&listener, &series, &mut drain, "inbound").await {
-            let (this, series, drain) = (self.clone(), series.clone(), drain.clone());
+            let (this, drain) = (this.clone(), drain.clone());
             tokio::spawn(async move {
                 match this.acceptor.accept(io).await {
-                    Ok(accepted) => {
-                        if matches!(accepted.io, ServerIo::Tls(_)) {
-                            series.handshake_succeeded();
-                        }
-                        this.connection(accepted, drain).await;
-                    }
-                    Err(e) => {
-                        series.handshake_failed(e.reason());
-                        tracing::debug!(error = %e, "inbound connection refused");
-                    }
+                    Ok(accepted) => this.connection(accepted, drain).await,
+                    Err(e) => tracing::debug!(error = %e, "inbound connection refused"),
                 }
             });
         }
@@ -129,7 +128,7 @@ impl Inbound {
                 .layer(SetPeerIdentityLayer::new(peer.clone()))
                 .layer(metrics)
                 // The one classification, above authorization so that refusals count too.
-                .layer(ClassifyLayer::new(AutoClassify::new(), ()))
+                .layer(ClassifyLayer::new(self.classify.clone(), ()))
                 .layer(AuthorizeLayer::new(self.policy.clone()))
                 .layer(OrigProtoDowngradeLayer::new())
                 .layer(ForwardIdentityLayer::new(

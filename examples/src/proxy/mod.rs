@@ -53,6 +53,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use mesh_core::classify::{AutoClassify, Classify, ClassifyResponse};
 use mesh_metrics::{ConstLabels, HttpLabels, HttpMetrics, Registry, Tap, TcpMetrics};
 use mesh_tls::{CredentialFiles, CredentialStore, Mode, TlsAcceptor, TlsConnector, TlsSettings};
 use tokio::net::TcpListener;
@@ -136,10 +137,40 @@ pub struct ServiceEndpoints {
     pub endpoints: Vec<mesh_balance::EndpointSnapshot>,
 }
 
+/// What a proxy's classification strategy must be: the one strategy that decides each request's
+/// outcome, for metrics, retries and the balancer alike.
+pub trait ProxyClassify:
+    Classify<Response: ClassifyResponse<Eos: Send + Sync + 'static> + Send + Sync + 'static>
+    + Clone
+    + Send
+    + Sync
+    + 'static
+{
+}
+
+impl<T> ProxyClassify for T where
+    T: Classify<Response: ClassifyResponse<Eos: Send + Sync + 'static> + Send + Sync + 'static>
+        + Clone
+        + Send
+        + Sync
+        + 'static
+{
+}
+
 impl Proxy {
     /// Loads the credentials, binds every listener and starts serving. Listeners configured on
-    /// port 0 get a free port; [`Running`] says which.
+    /// port 0 get a free port; [`Running`] says which. Outcomes are classified by the mesh's
+    /// gRPC-aware default rules.
     pub async fn start(config: Config) -> Result<Running, StartError> {
+        Self::start_with_classify(config, AutoClassify::new()).await
+    }
+
+    /// Like [`Proxy::start`], classifying outcomes with `classify` (on both sides: the
+    /// outbound's balancers and the inbound's one classification).
+    pub async fn start_with_classify<C: ProxyClassify>(
+        config: Config,
+        classify: C,
+    ) -> Result<Running, StartError> {
         let files = CredentialFiles::in_dir(&config.identity.dir);
         let store = CredentialStore::from_files(&files)?;
         let watcher = store.watch(files, config.identity.reload_interval.0);
@@ -159,7 +190,7 @@ impl Proxy {
         let drain = Arc::new(drain);
         let mut tasks = vec![watcher];
 
-        let services = outbound::services(&config, &shared)?;
+        let services = outbound::services(&config, &shared, &classify)?;
         let mut running_outbound = None;
         let mut tcp_addrs = Vec::new();
         if let Some(out) = &config.outbound {
@@ -203,7 +234,7 @@ impl Proxy {
                 .detect_timeout(inb.detect_timeout.0)
                 .alpn([&b"h2"[..], b"http/1.1", mesh_tls::OPAQUE_ALPN]);
             let acceptor = TlsAcceptor::new(store.clone(), settings)?;
-            let inbound = inbound::Inbound::new(inb, acceptor, shared.clone())?;
+            let inbound = inbound::Inbound::new(inb, acceptor, shared.clone(), classify)?;
             let listener = bind("inbound", inb.listen.0).await?;
             running_inbound = Some(local_addr(&listener, inb.listen.0));
             tasks.push(tokio::spawn(inbound.serve(listener, drain.watch())));

@@ -24,7 +24,7 @@ use super::discovery;
 use super::edge::edge;
 use super::endpoint::{EndpointClient, TcpEndpoint, endpoint_client};
 use super::serve::{ProxyBody, accept, boxed};
-use super::{Shared, StartError, tcp};
+use super::{ProxyClassify, Shared, StartError, tcp};
 
 /// What `/endpoints` shows of one balancer.
 pub(crate) type SnapshotFn = Arc<dyn Fn() -> Vec<EndpointSnapshot> + Send + Sync>;
@@ -35,6 +35,9 @@ pub(crate) type ServiceStack =
 
 /// The request body the endpoints get: the app's, replayable for retries.
 type OutboundBody = ReplayBody<Incoming>;
+
+/// A service's balancer: each try's one classification is made here.
+type OutboundBalance<C> = Balance<EndpointClient<OutboundBody>, OutboundBody, C>;
 
 /// The services' HTTP routes and TCP balancers, and their balancers' snapshots.
 pub(crate) struct Services {
@@ -48,7 +51,11 @@ pub(crate) struct Services {
 pub(crate) type TcpBalance = Balancer<TcpEndpoint>;
 
 /// Builds every configured service.
-pub(crate) fn services(config: &Config, shared: &Shared) -> Result<Services, StartError> {
+pub(crate) fn services<C: ProxyClassify>(
+    config: &Config,
+    shared: &Shared,
+    classify: &C,
+) -> Result<Services, StartError> {
     let mut routes = Vec::new();
     let mut tcp = HashMap::new();
     let mut snapshots = Vec::new();
@@ -65,7 +72,7 @@ pub(crate) fn services(config: &Config, shared: &Shared) -> Result<Services, Sta
     for service in &config.services {
         let name = service.name.get_ref().clone();
         if !service.authorities.is_empty() {
-            let (stack, balance) = http_service(service, shared)?;
+            let (stack, balance) = http_service(service, shared, classify.clone())?;
             for authority in &service.authorities {
                 routes.push((authority.get_ref().clone(), stack.clone()));
             }
@@ -105,23 +112,19 @@ fn snapshot_fn(snapshot: impl Fn() -> Vec<EndpointSnapshot> + Send + Sync + 'sta
 
 /// One service's stack: metrics and tap, a deadline on the response headers (all tries), retries
 /// within a budget, and the balancer over its endpoints.
-fn http_service(
+fn http_service<C: ProxyClassify>(
     service: &config::Service,
     shared: &Shared,
-) -> Result<
-    (
-        ServiceStack,
-        Balance<EndpointClient<OutboundBody>, OutboundBody>,
-    ),
-    StartError,
-> {
+    classify: C,
+) -> Result<(ServiceStack, OutboundBalance<C>), StartError> {
     let tls = shared.tls.clone();
     let identity = service.identity.as_ref().map(|i| i.0.clone());
     let balance = Balance::new(
         discovery::updates(service)?,
         move |e: &Endpoint| endpoint_client(&tls, e, identity.as_ref()),
         BalanceConfig::default(),
-    );
+    )
+    .with_classify(classify);
     let retry = &service.retry;
     let mut policy = RetryPolicy::new()
         .max_attempts(retry.attempts)

@@ -201,6 +201,19 @@ impl<B: Body, C: ClassifyEos, F: OnClass> ClassifiedBody<B, C, F> {
     pub fn get_ref(&self) -> &B {
         &self.inner
     }
+
+    /// The class as far as the head decided it (see [`Classified::head_class`]; this one needs
+    /// no `Unpin` body).
+    pub fn head_class(&self) -> Option<Class> {
+        self.decision.head
+    }
+
+    /// The listener, while the class is still to be decided: for the layer that made the body
+    /// to act on the head's class ([`Classified::head_class`]) without asking the classifier
+    /// again.
+    pub fn listener_mut(&mut self) -> Option<&mut F> {
+        self.decision.pending.as_mut().map(|(_, on_class)| on_class)
+    }
 }
 
 impl<B, C, F> std::fmt::Debug for ClassifiedBody<B, C, F>
@@ -300,7 +313,7 @@ where
     }
 
     fn head_class(&self) -> Option<Class> {
-        self.decision.head
+        ClassifiedBody::head_class(self)
     }
 
     fn class(&self) -> Option<Class> {

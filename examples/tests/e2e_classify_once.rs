@@ -104,6 +104,27 @@ async fn proxy(mesh: &Mesh, name: &str, sections: &str, classify: Counting) -> R
         .expect("proxy starts")
 }
 
+/// A server proxy for `service` in front of `app` and a client proxy `client` that knows it,
+/// each classifying with its own counting strategy: (client, outbound counts, inbound counts).
+async fn pair(
+    mesh: &Mesh,
+    service: &str,
+    app: std::net::SocketAddr,
+    client: &str,
+) -> (Running, Running, Counting, Counting) {
+    let (outbound_counts, inbound_counts) = (Counting::default(), Counting::default());
+    let server_sections = Mesh::server_sections(app, &[client]);
+    let server = proxy(mesh, service, &server_sections, inbound_counts.clone()).await;
+    let sections = format!(
+        "[outbound]\nlisten = \"127.0.0.1:0\"\n\n[[service]]\nname = \"{service}\"\n\
+         authorities = [\"{service}\"]\nidentity = {:?}\nendpoints = [\"{}\"]\n",
+        support::id(service).as_str(),
+        server.inbound.expect("inbound"),
+    );
+    let client = proxy(mesh, client, &sections, outbound_counts.clone()).await;
+    (client, server, outbound_counts, inbound_counts)
+}
+
 /// Waits (bounded) until `counts` reach `expected`, then checks they stay there.
 async fn settle(counts: &Counts, expected: u64, side: &str) {
     let want = [expected; 4];
@@ -162,21 +183,8 @@ async fn http_requests_are_classified_once_on_each_side() {
     tokio::time::timeout(Duration::from_secs(60), async {
         let mesh = Mesh::new("classify-once-http");
         let app = TestServer::start(hello).await.expect("app");
-        let (inbound_counts, outbound_counts) = (Counting::default(), Counting::default());
-        let server = proxy(
-            &mesh,
-            "web",
-            &Mesh::server_sections(app.addr(), &["client"]),
-            inbound_counts.clone(),
-        )
-        .await;
-        let sections = format!(
-            "[outbound]\nlisten = \"127.0.0.1:0\"\n\n[[service]]\nname = \"web\"\n\
-             authorities = [\"web\"]\nidentity = {:?}\nendpoints = [\"{}\"]\n",
-            support::id("web").as_str(),
-            server.inbound.expect("inbound"),
-        );
-        let client = proxy(&mesh, "client", &sections, outbound_counts.clone()).await;
+        let (client, _server, outbound_counts, inbound_counts) =
+            pair(&mesh, "web", app.addr(), "client").await;
         let outbound = client.outbound.expect("outbound");
         let n = 20;
         for version in [HttpVersion::Http1, HttpVersion::Http2] {
@@ -206,31 +214,10 @@ async fn grpc_calls_with_trailers_are_classified_once_on_each_side() {
                 .add_service(StockServer::new(Letters))
                 .serve_with_incoming(TcpListenerStream::new(listener)),
         );
-        let (inbound_counts, outbound_counts) = (Counting::default(), Counting::default());
-        let server = proxy(
-            &mesh,
-            "stock",
-            &Mesh::server_sections(app, &["shop"]),
-            inbound_counts.clone(),
-        )
-        .await;
-        let sections = format!(
-            "[outbound]\nlisten = \"127.0.0.1:0\"\n\n[[service]]\nname = \"stock\"\n\
-             authorities = [\"stock\"]\nidentity = {:?}\nendpoints = [\"{}\"]\n",
-            support::id("stock").as_str(),
-            server.inbound.expect("inbound"),
-        );
-        let client = proxy(&mesh, "shop", &sections, outbound_counts.clone()).await;
-        let channel = tonic::transport::Endpoint::from_shared(format!(
-            "http://{}",
-            client.outbound.expect("outbound")
-        ))
-        .expect("endpoint")
-        .origin("http://stock".parse().expect("origin"))
-        .timeout(Duration::from_secs(10))
-        .connect()
-        .await
-        .expect("connect to the outbound proxy");
+        let (client, _server, outbound_counts, inbound_counts) =
+            pair(&mesh, "stock", app, "shop").await;
+        let channel =
+            support::grpc_channel(client.outbound.expect("outbound"), "http://stock").await;
         let mut stock = StockClient::new(channel);
         // Successes end with `grpc-status: 0` in the trailers, after the message; a failure
         // (not found, not retryable) comes as a trailers-only response.

@@ -96,25 +96,8 @@ async fn grpc_unary_and_streaming_through_the_mesh_keep_their_trailers() {
             .serve_with_incoming(TcpListenerStream::new(listener)),
     );
     let server = mesh.server("stock", app, &["shop"]).await;
-    let client = mesh
-        .client(
-            "shop",
-            "stock",
-            "stock",
-            &[server.inbound.expect("inbound")],
-            "",
-        )
-        .await;
-    let channel = tonic::transport::Endpoint::from_shared(format!(
-        "http://{}",
-        client.outbound.expect("outbound")
-    ))
-    .expect("endpoint")
-    .origin("http://stock".parse().expect("origin"))
-    .timeout(Duration::from_secs(10))
-    .connect()
-    .await
-    .expect("connect to the outbound proxy");
+    let client = mesh.client_of("shop", "stock", &server, "").await;
+    let channel = support::grpc_channel(client.outbound.expect("outbound"), "http://stock").await;
     let mut stock = StockClient::new(channel);
 
     // Unary, with the caller's identity passed to the app and a response header back.

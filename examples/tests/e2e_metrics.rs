@@ -25,15 +25,7 @@ async fn metrics_count_the_traffic_and_pass_promtool() {
     let app = TestServer::start(app).await.expect("app");
     let server = mesh.server("web", app.addr(), &["client"]).await;
     let routes = "[[service.route]]\nname = \"failing\"\npath_prefix = \"/fail\"\n";
-    let client = mesh
-        .client(
-            "client",
-            "web",
-            "web",
-            &[server.inbound.expect("inbound")],
-            routes,
-        )
-        .await;
+    let client = mesh.client_of("client", "web", &server, routes).await;
     let outbound = client.outbound.expect("outbound");
 
     // A tap listener, started before the traffic: it sees the next request to /fail.

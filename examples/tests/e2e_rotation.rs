@@ -47,15 +47,7 @@ async fn new_certificates_are_used_without_a_restart() {
     .expect("app");
     let server = mesh.server("web", app.addr(), &["client"]).await;
     let port = server.inbound.expect("inbound").port();
-    let client = mesh
-        .client(
-            "client",
-            "web",
-            "web",
-            &[server.inbound.expect("inbound")],
-            "",
-        )
-        .await;
+    let client = mesh.client_of("client", "web", &server, "").await;
     let mut conn = TestClient::connect(client.outbound.expect("outbound"), HttpVersion::Http1)
         .await
         .expect("connect");

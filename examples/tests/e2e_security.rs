@@ -94,15 +94,7 @@ async fn only_authorized_mesh_identities_reach_the_app() {
     assert_eq!(seen.load(Ordering::SeqCst), 1);
 
     // A meshed client whose identity the policy does not name: 403 from the proxy.
-    let intruder = mesh
-        .client(
-            "intruder",
-            "web",
-            "web",
-            &[server.inbound.expect("inbound")],
-            "",
-        )
-        .await;
+    let intruder = mesh.client_of("intruder", "web", &server, "").await;
     let url = format!("http://{}/", intruder.outbound.expect("outbound"));
     let (status, body) = support::curl(&url, "web", &[]).await;
     assert_eq!(status, 403, "{body}");
@@ -163,13 +155,7 @@ async fn an_endpoint_with_another_identity_is_never_sent_the_request() {
     let server = mesh.server("impostor", app.addr(), &["client"]).await;
     // The client expects `web` at this address; `impostor` answers there.
     let client = mesh
-        .client(
-            "client",
-            "web",
-            "web",
-            &[server.inbound.expect("inbound")],
-            "[service.retry]\nattempts = 1\n",
-        )
+        .client_of("client", "web", &server, "[service.retry]\nattempts = 1\n")
         .await;
     let url = format!("http://{}/", client.outbound.expect("outbound"));
     let (status, body) = support::curl(&url, "web", &[]).await;

@@ -60,15 +60,7 @@ async fn an_http1_upgrade_passes_through_both_proxies() {
     tokio::time::timeout(LIMIT, async {
         let mesh = Mesh::new("upgrade");
         let server = mesh.server("ws", upgrade_app().await, &["client"]).await;
-        let client = mesh
-            .client(
-                "client",
-                "ws",
-                "ws",
-                &[server.inbound.expect("inbound")],
-                "",
-            )
-            .await;
+        let client = mesh.client_of("client", "ws", &server, "").await;
         let mut tcp = TcpStream::connect(client.outbound.expect("outbound"))
             .await
             .expect("connect");
@@ -129,15 +121,7 @@ async fn large_bodies_stream_through_without_being_buffered() {
         .await
         .expect("app");
         let server = mesh.server("files", app.addr(), &["client"]).await;
-        let client = mesh
-            .client(
-                "client",
-                "files",
-                "files",
-                &[server.inbound.expect("inbound")],
-                "",
-            )
-            .await;
+        let client = mesh.client_of("client", "files", &server, "").await;
 
         for version in [HttpVersion::Http1, HttpVersion::Http2] {
             let mut conn = TestClient::connect(client.outbound.expect("outbound"), version)

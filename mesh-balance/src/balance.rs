@@ -37,7 +37,7 @@ pub struct Balance<S, B, C = AutoClassify> {
     _request: PhantomData<fn(B)>,
 }
 
-impl<S, B, C: Clone> Clone for Balance<S, B, C> {
+impl<S: Clone, B, C: Clone> Clone for Balance<S, B, C> {
     fn clone(&self) -> Self {
         Self {
             core: self.core.clone(),

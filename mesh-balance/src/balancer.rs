@@ -70,18 +70,10 @@ impl Drop for Driver {
 /// # })?;
 /// # Ok::<(), mesh_core::BoxError>(())
 /// ```
+#[derive(Clone)]
 pub struct Balancer<T> {
     pool: Arc<Pool<T>>,
     _driver: Arc<Driver>,
-}
-
-impl<T> Clone for Balancer<T> {
-    fn clone(&self) -> Self {
-        Self {
-            pool: Arc::clone(&self.pool),
-            _driver: Arc::clone(&self._driver),
-        }
-    }
 }
 
 impl<T> std::fmt::Debug for Balancer<T> {

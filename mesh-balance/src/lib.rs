@@ -1,9 +1,14 @@
-//! mesh-balance: request-level load balancing for the mesh.
+//! mesh-balance: load balancing for the mesh, for any protocol.
 //!
-//! [`Balance`] sends each request to one endpoint of a live set, by power of two choices over
-//! peak-EWMA load (latency estimate x (outstanding + 1)), honouring weights, and keeps failing
-//! endpoints out with failure accrual (consecutive failures, or a success rate below a
-//! threshold), probing them again after an exponential backoff. [`discover`] has the sources
+//! [`Balancer`] is the core: a live set of endpoints, each reached by a `T` of the caller's
+//! choosing (an HTTP client, a TCP address), and the pick: power of two choices over peak-EWMA
+//! load (latency estimate x (outstanding + 1)), honouring weights, keeping failing endpoints out
+//! with failure accrual (consecutive failures, or a success rate below a threshold) and probing
+//! them again after an exponential backoff. A pick returns the endpoint's `T` with an
+//! [`Outcome`], the handle that counts the work outstanding and records its latency and class;
+//! opaque TCP records a connection attempt through it. [`Balance`] is the HTTP service over the
+//! core: it classifies each response once (its body carries that classification for the layers
+//! further out to join) and files it through the pick's outcome. [`discover`] has the sources
 //! of endpoint sets: a static list, a watched file, and DNS (A/AAAA and SRV, re-resolved on
 //! their TTL). They live here rather than in mesh-core to keep mesh-core free of the DNS
 //! resolver; the `Endpoint` type they report is mesh-core's.
@@ -17,8 +22,9 @@
 //! - Readiness: a background task applies discovery changes and drives new endpoints to
 //!   readiness by itself; no request has to come along for either.
 //! - Each request is picked when it is called and goes to exactly that endpoint (called at
-//!   once when its service is ready): a removal never redirects it. With nothing ready, a request waits up to 1 s, then fails
-//!   with `UnavailableError`, which `mesh_core::error_response` answers with 503.
+//!   once when its service is ready): a removal never redirects it. With nothing ready, a
+//!   request waits up to 1 s ([`Balancer::pick_ready`]), then fails with `UnavailableError`,
+//!   which `mesh_core::error_response` answers with 503.
 //! - Weights: candidates are drawn in proportion to weight (alias table, O(1)), so with equal
 //!   loads the traffic share is the weight share.
 //! - [`Balance::snapshot`] tells each endpoint's status, latency estimate and outstanding

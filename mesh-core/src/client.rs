@@ -193,30 +193,30 @@ mod tests {
         let fallback = Authority::from_static("app");
         let from_request = UriAuthority::FromRequest(fallback.clone());
         let fixed = UriAuthority::Fixed(fallback);
-        let mut req = Request::builder()
-            .uri("/a?b=1")
-            .header("host", "web:8080")
-            .body(())
-            .expect("request");
-        absolute_uri(&mut req, &from_request);
-        assert_eq!(req.uri(), "http://web:8080/a?b=1");
-        // Not from the Host header: one pool for the app, the header itself untouched.
-        let mut req = Request::builder()
-            .uri("/a")
-            .header("host", "web:8080")
-            .body(())
-            .expect("request");
-        absolute_uri(&mut req, &fixed);
-        assert_eq!(req.uri(), "http://app/a");
-        assert_eq!(req.headers()["host"], "web:8080");
-        let mut req = Request::builder().uri("/x").body(()).expect("request");
-        absolute_uri(&mut req, &from_request);
-        assert_eq!(req.uri(), "http://app/x");
-        let mut req = Request::builder()
-            .uri("http://b/y")
-            .body(())
-            .expect("request");
-        absolute_uri(&mut req, &from_request);
-        assert_eq!(req.uri(), "http://b/y");
+        // (URI, Host header, where the authority comes from, the URI it becomes)
+        let cases = [
+            (
+                "/a?b=1",
+                Some("web:8080"),
+                &from_request,
+                "http://web:8080/a?b=1",
+            ),
+            // Not from the Host header: one pool for the app, the header itself untouched.
+            ("/a", Some("web:8080"), &fixed, "http://app/a"),
+            ("/x", None, &from_request, "http://app/x"),
+            ("http://b/y", None, &from_request, "http://b/y"),
+        ];
+        for (uri, host, from, expected) in cases {
+            let mut req = Request::builder().uri(uri);
+            if let Some(host) = host {
+                req = req.header("host", host);
+            }
+            let mut req = req.body(()).expect("request");
+            absolute_uri(&mut req, from);
+            assert_eq!(req.uri(), expected, "{uri} with host {host:?}");
+            if let Some(host) = host {
+                assert_eq!(req.headers()["host"], host);
+            }
+        }
     }
 }

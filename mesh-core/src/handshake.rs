@@ -15,7 +15,7 @@ pub enum HandshakeOutcome {
 }
 
 /// Records handshake outcomes. Called once per accepted connection, on the accepting task.
-pub trait HandshakeObserver: Send + Sync + 'static {
+pub trait HandshakeObserver: std::fmt::Debug + Send + Sync + 'static {
     /// One connection's outcome.
     fn observe(&self, outcome: HandshakeOutcome);
 }

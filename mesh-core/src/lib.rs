@@ -6,7 +6,7 @@
 //!   the peer of a request turned out to be.
 //! - [`classify`]: the outcome of a request ([`Class`]), decided once per request by a
 //!   protocol-aware strategy (HTTP status, gRPC status in headers or trailers, transport errors)
-//!   and shared by metrics, failure accrual and retries.
+//!   and shared by metrics, failure accrual and retries, which join that one classification.
 //! - [`timeout`]: a response-headers deadline and a whole-request deadline, with a typed error.
 //! - [`error`]: the typed errors layers return, and [`error_response`], the one place that turns
 //!   them into 502/503/504 responses (or trailers-only gRPC responses).
@@ -16,6 +16,12 @@
 //!
 //! - [`retry`]: retries within a budget, with replayable request bodies and backoff.
 //! - [`random`]: the one injectable source of randomness (balancer picks, backoff jitter).
+//! - What a proxy is made of, for any program that forwards requests: [`orig_proto`] (HTTP/1
+//!   over HTTP/2 between proxies), [`headers`] (hop-by-hop), [`route`] (by authority; route
+//!   names by path), the [`ErrorResponseLayer`](error::ErrorResponseLayer), [`drain`] (graceful
+//!   shutdown), [`handshake`] (how a TLS acceptor reports outcomes); with the `client` feature
+//!   `client` (a pooled HTTP/1 + HTTP/2 client), with `server` `serve` (a connection served
+//!   until drained).
 //!
 //! - [`Endpoint`]: one instance of a service as discovery reports it (address, expected
 //!   identity, weight, labels). The discovery sources themselves (static, file, DNS) live in
@@ -64,6 +70,7 @@ mod identity;
 pub mod orig_proto;
 pub mod random;
 pub mod retry;
+pub mod rewrite;
 pub mod route;
 #[cfg(feature = "server")]
 pub mod serve;

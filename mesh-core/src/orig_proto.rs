@@ -2,7 +2,7 @@
 //! HTTP/2 (multiplexed on one connection), and [`ORIG_PROTO`] records that the app spoke
 //! HTTP/1, so that the receiving proxy speaks HTTP/1 to its app again. As linkerd2-proxy does
 //! it: [`OrigProtoUpgradeLayer`] on the sending side, [`OrigProtoDowngradeLayer`] on the
-//! receiving side. Upgrades (WebSocket) cannot travel as HTTP/2 and stay HTTP/1 end to end.
+//! receiving side (both [`RewriteLayer`]s). Upgrades (WebSocket) cannot travel as HTTP/2 and stay HTTP/1 end to end.
 //!
 //! Both also drop the hop-by-hop headers, which describe one connection, not the request.
 //!
@@ -20,9 +20,9 @@
 //! });
 //! let wire = tower::service_fn(move |req: Request<()>| {
 //!     assert_eq!(req.version(), Version::HTTP_2);
-//!     OrigProtoDowngradeLayer::new().layer(app).oneshot(req)
+//!     OrigProtoDowngradeLayer::default().layer(app).oneshot(req)
 //! });
-//! let client = ServiceBuilder::new().layer(OrigProtoUpgradeLayer::new()).service(wire);
+//! let client = ServiceBuilder::new().layer(OrigProtoUpgradeLayer::default()).service(wire);
 //! let req = Request::builder().version(Version::HTTP_11).body(())?;
 //! client.oneshot(req).await?;
 //! # Ok::<(), Box<dyn std::error::Error>>(())
@@ -30,13 +30,11 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
-use std::task::{Context, Poll};
-
 use http::header::{HeaderName, HeaderValue};
 use http::{Request, Version};
-use tower::{Layer, Service};
 
 use crate::headers::{is_upgrade, strip_hop_by_hop};
+use crate::rewrite::{RewriteLayer, RewriteRequest};
 
 /// Marks a request that the app sent as HTTP/1.
 pub const ORIG_PROTO: HeaderName = HeaderName::from_static("mesh-orig-proto");
@@ -47,44 +45,23 @@ const HTTP1: HeaderValue = HeaderValue::from_static("HTTP/1.1");
 /// The sending side: HTTP/1 requests leave as HTTP/2 marked with [`ORIG_PROTO`]; upgrades stay
 /// HTTP/1; hop-by-hop headers are dropped. A client further in picks its connection by the
 /// request's version.
+pub type OrigProtoUpgradeLayer = RewriteLayer<Upgrade>;
+
+/// The receiving side: a request marked with [`ORIG_PROTO`] (or that came as HTTP/1) goes on
+/// as HTTP/1, any other as HTTP/2; the mark and the hop-by-hop headers are dropped.
+pub type OrigProtoDowngradeLayer = RewriteLayer<Downgrade>;
+
+/// The rewrite of [`OrigProtoUpgradeLayer`].
 #[derive(Clone, Copy, Debug, Default)]
-pub struct OrigProtoUpgradeLayer(());
+pub struct Upgrade;
 
-impl OrigProtoUpgradeLayer {
-    /// The layer.
-    pub fn new() -> Self {
-        Self(())
-    }
-}
+/// The rewrite of [`OrigProtoDowngradeLayer`].
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Downgrade;
 
-impl<S> Layer<S> for OrigProtoUpgradeLayer {
-    type Service = OrigProtoUpgrade<S>;
-
-    fn layer(&self, inner: S) -> Self::Service {
-        OrigProtoUpgrade { inner }
-    }
-}
-
-/// The service made by [`OrigProtoUpgradeLayer`].
-#[derive(Clone, Debug)]
-pub struct OrigProtoUpgrade<S> {
-    inner: S,
-}
-
-impl<S, B> Service<Request<B>> for OrigProtoUpgrade<S>
-where
-    S: Service<Request<B>>,
-{
-    type Response = S::Response;
-    type Error = S::Error;
-    type Future = S::Future;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, mut req: Request<B>) -> S::Future {
-        let upgrade = is_upgrade(&req);
+impl RewriteRequest for Upgrade {
+    fn rewrite<B>(&self, req: &mut Request<B>) {
+        let upgrade = is_upgrade(req);
         let from_http1 = req.version() < Version::HTTP_2;
         strip_hop_by_hop(req.headers_mut(), upgrade);
         if from_http1 && !upgrade {
@@ -98,50 +75,12 @@ where
         } else {
             Version::HTTP_2
         };
-        self.inner.call(req)
     }
 }
 
-/// The receiving side: a request marked with [`ORIG_PROTO`] (or that came as HTTP/1) goes on
-/// as HTTP/1, any other as HTTP/2; the mark and the hop-by-hop headers are dropped.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct OrigProtoDowngradeLayer(());
-
-impl OrigProtoDowngradeLayer {
-    /// The layer.
-    pub fn new() -> Self {
-        Self(())
-    }
-}
-
-impl<S> Layer<S> for OrigProtoDowngradeLayer {
-    type Service = OrigProtoDowngrade<S>;
-
-    fn layer(&self, inner: S) -> Self::Service {
-        OrigProtoDowngrade { inner }
-    }
-}
-
-/// The service made by [`OrigProtoDowngradeLayer`].
-#[derive(Clone, Debug)]
-pub struct OrigProtoDowngrade<S> {
-    inner: S,
-}
-
-impl<S, B> Service<Request<B>> for OrigProtoDowngrade<S>
-where
-    S: Service<Request<B>>,
-{
-    type Response = S::Response;
-    type Error = S::Error;
-    type Future = S::Future;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, mut req: Request<B>) -> S::Future {
-        let upgrade = is_upgrade(&req);
+impl RewriteRequest for Downgrade {
+    fn rewrite<B>(&self, req: &mut Request<B>) {
+        let upgrade = is_upgrade(req);
         let marked = req.headers_mut().remove(ORIG_PROTO).is_some();
         let http1 = marked || req.version() < Version::HTTP_2;
         strip_hop_by_hop(req.headers_mut(), upgrade);
@@ -150,6 +89,5 @@ where
         } else {
             Version::HTTP_2
         };
-        self.inner.call(req)
     }
 }

@@ -40,20 +40,11 @@ use crate::error::BoxError;
 /// # })?;
 /// # Ok::<(), mesh_core::BoxError>(())
 /// ```
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct Router<S> {
     routes: Arc<HashMap<String, S>>,
     /// The configured authorities, listed for the error.
     known: Arc<str>,
-}
-
-impl<S> Clone for Router<S> {
-    fn clone(&self) -> Self {
-        Self {
-            routes: Arc::clone(&self.routes),
-            known: Arc::clone(&self.known),
-        }
-    }
 }
 
 /// No service is configured for a request's authority.

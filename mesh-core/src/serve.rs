@@ -60,48 +60,33 @@ where
     // Proven `Send` here, where the bounds are generic: a caller that spawns this future with a
     // body type holding a `dyn Error` would otherwise hit rustc's erased-lifetime limits.
     async move {
-        serve(io, version, service, &mut drain).await;
-    }
-}
-
-async fn serve<I, S, B>(io: I, version: Version, service: S, drain: &mut DrainWatch)
-where
-    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-    S: tower::Service<Request<Incoming>, Response = Response<B>, Error = Infallible>
-        + Clone
-        + Send
-        + 'static,
-    S::Future: Send + 'static,
-    B: http_body::Body + Send + 'static,
-    B::Data: Send,
-    B::Error: Into<BoxError>,
-{
-    let service = hyper_util::service::TowerToHyperService::new(service);
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    if version == Version::HTTP_2 {
-        builder = builder.http2_only();
-    } else {
-        builder = builder.http1_only();
-    }
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .max_buf_size(MAX_HEADERS);
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .max_header_list_size(MAX_HEADERS as u32);
-    let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
-    tokio::pin!(conn);
-    let result = tokio::select! {
-        result = conn.as_mut() => result,
-        () = drain.signaled() => {
-            conn.as_mut().graceful_shutdown();
-            conn.await
+        let service = hyper_util::service::TowerToHyperService::new(service);
+        let mut builder = auto::Builder::new(TokioExecutor::new());
+        if version == Version::HTTP_2 {
+            builder = builder.http2_only();
+        } else {
+            builder = builder.http1_only();
         }
-    };
-    if let Err(e) = result {
-        // A client that reset its connection is not the server's failure.
-        tracing::debug!(error = %e, "connection ended with an error");
+        builder
+            .http1()
+            .timer(TokioTimer::new())
+            .max_buf_size(MAX_HEADERS);
+        builder
+            .http2()
+            .timer(TokioTimer::new())
+            .max_header_list_size(MAX_HEADERS as u32);
+        let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
+        tokio::pin!(conn);
+        let result = tokio::select! {
+            result = conn.as_mut() => result,
+            () = drain.signaled() => {
+                conn.as_mut().graceful_shutdown();
+                conn.await
+            }
+        };
+        if let Err(e) = result {
+            // A client that reset its connection is not the server's failure.
+            tracing::debug!(error = %e, "connection ended with an error");
+        }
     }
 }

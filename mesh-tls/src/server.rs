@@ -144,15 +144,6 @@ impl AcceptStats {
     }
 }
 
-impl std::fmt::Debug for TlsAcceptor {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TlsAcceptor")
-            .field("settings", &self.settings)
-            .field("own_stats", &self.stats.is_some())
-            .finish_non_exhaustive()
-    }
-}
-
 /// What one accept came to, as observers see it.
 fn outcome_of<I>(result: &Result<Accepted<I>, AcceptError>) -> HandshakeOutcome {
     match result {
@@ -168,7 +159,7 @@ fn outcome_of<I>(result: &Result<Accepted<I>, AcceptError>) -> HandshakeOutcome 
 /// Accepts meshed connections: requires (strict) or detects (permissive) TLS, verifies the
 /// client's certificate against the store's current roots, and reports the peer's identity and
 /// the negotiated protocol. Cheap to clone (shared).
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub struct TlsAcceptor {
     config: Arc<ServerConfig>,
     settings: TlsSettings,

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use toml::Spanned;
 
-use super::values::{Addr, Dur, Header, Id, Pattern};
+use super::values::{Addr, Dur, Id, Parsed};
 
 /// The whole file.
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -84,7 +84,7 @@ pub struct Inbound {
     /// Identities allowed to call the app; `*` matches one path segment or DNS label. Empty:
     /// nobody (secure by default).
     #[serde(default)]
-    pub authorize: Vec<Spanned<Pattern>>,
+    pub authorize: Vec<Spanned<Parsed<mesh_tls::authz::IdentityPattern>>>,
     /// Also admit clients without a mesh identity (plaintext, so only with `mode =
     /// "permissive"`): for moving a workload onto the mesh. Default false.
     #[serde(default)]
@@ -92,7 +92,7 @@ pub struct Inbound {
     /// The header that tells the app who called (any such header from the client is removed
     /// first).
     #[serde(default = "default_identity_header")]
-    pub identity_header: Header,
+    pub identity_header: Parsed<http::HeaderName>,
     /// How long to wait for a client's first bytes (default 1 s).
     #[serde(default = "one_second")]
     pub detect_timeout: Dur,
@@ -280,8 +280,8 @@ fn one_fifth() -> f64 {
 fn sixty_four_kib() -> usize {
     64 * 1024
 }
-fn default_identity_header() -> Header {
-    Header(http::HeaderName::from_static("mesh-client-id"))
+fn default_identity_header() -> Parsed<http::HeaderName> {
+    Parsed(http::HeaderName::from_static("mesh-client-id"))
 }
 
 /// A configuration mistake: where it is and what is wrong.
@@ -511,7 +511,7 @@ mod tests {
         let text = include_str!("../../mesh-proxy.toml");
         let config = Config::parse(text, Path::new("mesh-proxy.toml")).expect("the example parses");
         let inbound = config.inbound.as_ref().expect("inbound");
-        assert_eq!(inbound.identity_header, "mesh-client-id");
+        assert_eq!(inbound.identity_header.0, "mesh-client-id");
         assert_eq!(config.services.len(), 2);
         let api = config.service("api").expect("api");
         assert_eq!(api.retry.per_try_timeout.map(|d| d.0.as_secs()), Some(2));

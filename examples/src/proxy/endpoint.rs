@@ -5,7 +5,8 @@
 use bytes::Bytes;
 use http::uri::Authority;
 use mesh_core::client::{DualClient, UriAuthority};
-use mesh_core::orig_proto::{OrigProtoUpgrade, OrigProtoUpgradeLayer};
+use mesh_core::orig_proto::{OrigProtoUpgradeLayer, Upgrade};
+use mesh_core::rewrite::Rewrite;
 use mesh_core::{BoxError, Endpoint, Identity};
 use mesh_tls::{MeshConnector, MeshEndpoint, OPAQUE_ALPN, StaticEndpoints, TlsConnector};
 use tokio::net::TcpStream;
@@ -13,7 +14,7 @@ use tower::Layer;
 
 /// HTTP to one endpoint, for request bodies `B`. Requests go over HTTP/2 (an HTTP/1 request
 /// marked so that the far side speaks HTTP/1 to its app); upgrades go over HTTP/1.
-pub(crate) type EndpointClient<B> = OrigProtoUpgrade<DualClient<MeshConnector<StaticEndpoints>, B>>;
+pub(crate) type EndpointClient<B> = Rewrite<DualClient<MeshConnector<StaticEndpoints>, B>, Upgrade>;
 
 /// A client for `endpoint`, expecting its identity or else `identity`.
 pub(crate) fn endpoint_client<B>(
@@ -45,7 +46,7 @@ where
         connector(b"h2"),
         UriAuthority::FromRequest(authority),
     );
-    OrigProtoUpgradeLayer::new().layer(client)
+    OrigProtoUpgradeLayer::default().layer(client)
 }
 
 /// A meshed connection to an endpoint.

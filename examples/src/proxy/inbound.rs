@@ -16,7 +16,9 @@ use mesh_core::route::RouteTable;
 use mesh_core::serve::serve_connection;
 use mesh_metrics::{Direction, HttpLabels, MetricsLayer};
 use mesh_tls::authz::{AuthorizeLayer, AuthzPolicy};
-use mesh_tls::{Accepted, ForwardIdentityLayer, Negotiated, SetPeerIdentityLayer, TlsAcceptor};
+use mesh_tls::{
+    Accepted, ForwardIdentity, ForwardIdentityLayer, Negotiated, SetPeerIdentityLayer, TlsAcceptor,
+};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tower::ServiceBuilder;
@@ -130,11 +132,11 @@ impl<C: ProxyClassify> Inbound<C> {
                 // The one classification, above authorization so that refusals count too.
                 .layer(ClassifyLayer::new(self.classify.clone(), ()))
                 .layer(AuthorizeLayer::new(self.policy.clone()))
-                .layer(OrigProtoDowngradeLayer::new())
-                .layer(ForwardIdentityLayer::new(
+                .layer(OrigProtoDowngradeLayer::default())
+                .layer(ForwardIdentityLayer::new(ForwardIdentity::new(
                     self.identity_header.clone(),
                     &peer,
-                ))
+                )))
                 .service(self.app.clone()),
         );
         // Opaque bytes have no requests to refuse one by one: the peer is authorized once, for

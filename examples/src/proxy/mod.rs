@@ -61,7 +61,7 @@ use tokio::task::JoinHandle;
 
 pub use self::config::{Config, ConfigError};
 pub use self::discovery::DiscoveryError;
-pub use self::values::{Addr, Dur, Id};
+pub use self::values::{Addr, Dur, Id, Parsed};
 use mesh_core::drain::Drain;
 
 /// What every part of a proxy shares; cheap to clone.

@@ -1,15 +1,13 @@
 //! Config values that validate themselves while the file is read, so that a bad value's error
-//! carries its place in the file: durations, socket addresses, identities, authorization
-//! patterns, header names. Each is checked by the library type it becomes, not again here.
+//! carries its place in the file: durations, socket addresses, identities, and any library type
+//! parsed by its own `FromStr` ([`Parsed`]: authorization patterns, header names).
 
 use std::fmt;
 use std::net::SocketAddr;
 use std::str::FromStr;
 use std::time::Duration;
 
-use http::HeaderName;
 use mesh_core::Identity;
-use mesh_tls::authz::{IdentityPattern, PatternError};
 use serde::de::Error as _;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
@@ -99,49 +97,34 @@ impl fmt::Display for Id {
     }
 }
 
-/// An authorization pattern (an identity, or one with `*` globs), checked by mesh-tls's parser.
+/// A value parsed by its library type's own `FromStr` (an authorization pattern, a header
+/// name), so the check is the library's and the error carries the place in the file.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Pattern(pub IdentityPattern);
+pub struct Parsed<T>(pub T);
 
-impl FromStr for Pattern {
+impl<T: FromStr<Err: fmt::Display>> FromStr for Parsed<T> {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, String> {
-        s.parse()
-            .map(Pattern)
-            .map_err(|e: PatternError| e.to_string())
+        s.parse().map(Parsed).map_err(|e| format!("{s:?}: {e}"))
     }
 }
 
-impl fmt::Display for Pattern {
+impl<T: fmt::Display> fmt::Display for Parsed<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         self.0.fmt(f)
     }
 }
 
-/// An HTTP header name.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Header(pub HeaderName);
-
-impl FromStr for Header {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, String> {
-        HeaderName::from_bytes(s.as_bytes())
-            .map(Header)
-            .map_err(|_| format!("{s:?} is not a valid header name"))
+impl<'de, T: FromStr<Err: fmt::Display>> Deserialize<'de> for Parsed<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d)?.parse().map_err(D::Error::custom)
     }
 }
 
-impl fmt::Display for Header {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.0.as_str())
-    }
-}
-
-impl PartialEq<&str> for Header {
-    fn eq(&self, other: &&str) -> bool {
-        self.0 == *other
+impl<T: fmt::Display> Serialize for Parsed<T> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
     }
 }
 
@@ -163,7 +146,7 @@ macro_rules! string_form {
     )*};
 }
 
-string_form!(Dur, Addr, Id, Pattern, Header);
+string_form!(Dur, Addr, Id);
 
 #[cfg(test)]
 mod tests {

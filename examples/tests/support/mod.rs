@@ -115,10 +115,38 @@ impl Mesh {
     }
 }
 
+impl Mesh {
+    /// A proxy for workload `name` whose outbound side knows `service`, the workload of that
+    /// name behind `server`'s inbound listener, plus any `extra` TOML for that service.
+    pub async fn client_of(
+        &self,
+        name: &str,
+        service: &str,
+        server: &Running,
+        extra: &str,
+    ) -> Running {
+        let inbound = server
+            .inbound
+            .expect("the server proxy has an inbound listener");
+        self.client(name, service, service, &[inbound], extra).await
+    }
+}
+
 impl Drop for Mesh {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// A tonic channel to the outbound proxy at `outbound`, its requests for `origin`'s authority.
+pub async fn grpc_channel(outbound: SocketAddr, origin: &str) -> tonic::transport::Channel {
+    tonic::transport::Endpoint::from_shared(format!("http://{outbound}"))
+        .expect("endpoint")
+        .origin(origin.parse().expect("origin"))
+        .timeout(Duration::from_secs(10))
+        .connect()
+        .await
+        .expect("connect to the outbound proxy")
 }
 
 /// Runs `program` with `args`, bounded in time, and returns (status, stdout, stderr).

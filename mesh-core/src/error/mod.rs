@@ -1,6 +1,8 @@
 //! The mesh's error vocabulary: the typed errors that layers return, what kind of failure each
 //! is, and (in [`error_response`]) the one place that turns them into responses.
 
+mod body;
+mod future;
 mod layer;
 mod response;
 
@@ -9,7 +11,9 @@ use std::fmt;
 use std::io;
 use std::net::SocketAddr;
 
-pub use self::layer::{ErrorResponse, ErrorResponseBody, ErrorResponseLayer, ResponseFuture};
+pub use self::body::ErrorResponseBody;
+pub use self::future::ResponseFuture;
+pub use self::layer::{ErrorResponse, ErrorResponseLayer};
 pub use self::response::{MESH_ERROR, error_response};
 use crate::timeout::TimeoutError;
 

@@ -1,17 +1,20 @@
 //! Routing: requests to services by authority ([`Router`]), and route names for metrics by
 //! path prefix ([`RouteTable`]).
 
+mod error;
+mod future;
+mod table;
+
 use std::collections::HashMap;
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use http::Request;
-use pin_project::pin_project;
-use tower::util::Oneshot;
 use tower::{Service, ServiceExt};
 
+pub use self::error::NoRouteError;
+pub use self::future::RouteFuture;
+pub use self::table::RouteTable;
 use crate::error::BoxError;
 
 /// Sends each request to the service of its authority (the URI's, or else the `Host` header's),
@@ -45,21 +48,6 @@ pub struct Router<S> {
     routes: Arc<HashMap<String, S>>,
     /// The configured authorities, listed for the error.
     known: Arc<str>,
-}
-
-/// No service is configured for a request's authority.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("no service is configured for authority {authority:?} (configured: {known})")]
-pub struct NoRouteError {
-    authority: String,
-    known: Arc<str>,
-}
-
-impl NoRouteError {
-    /// The authority the request named (empty if it named none).
-    pub fn authority(&self) -> &str {
-        &self.authority
-    }
 }
 
 impl<S> Router<S> {
@@ -123,72 +111,7 @@ where
         let authority = authority_of(&req);
         match self.lookup(authority) {
             Some(service) => RouteFuture::Routed(service.clone().oneshot(req)),
-            None => RouteFuture::NoRoute(Some(NoRouteError {
-                authority: authority.to_owned(),
-                known: Arc::clone(&self.known),
-            })),
+            None => RouteFuture::NoRoute(Some(NoRouteError::new(authority, &self.known))),
         }
-    }
-}
-
-/// The response future of [`Router`].
-#[pin_project(project = RouteFutureProj)]
-#[derive(Debug)]
-pub enum RouteFuture<S: Service<R>, R> {
-    /// On its way to the route's service.
-    Routed(#[pin] Oneshot<S, R>),
-    /// No route: fails at once.
-    NoRoute(Option<NoRouteError>),
-}
-
-impl<S, R> Future for RouteFuture<S, R>
-where
-    S: Service<R>,
-    S::Error: Into<BoxError>,
-{
-    type Output = Result<S::Response, BoxError>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        match self.project() {
-            RouteFutureProj::Routed(call) => call.poll(cx).map_err(Into::into),
-            RouteFutureProj::NoRoute(err) => Poll::Ready(Err(match err.take() {
-                Some(err) => err.into(),
-                None => "route: response future polled after completion".into(),
-            })),
-        }
-    }
-}
-
-/// Route names for metrics: the first path prefix that matches names the route, so labels stay
-/// bounded however many distinct paths arrive. Cheap to clone (shared).
-///
-/// ```
-/// use mesh_core::route::RouteTable;
-///
-/// let table = RouteTable::new([("/api/checkout", "checkout"), ("/api", "api")]);
-/// assert_eq!(table.name("/api/checkout/1").as_deref(), Some("checkout"));
-/// assert_eq!(table.name("/api/cart").as_deref(), Some("api"));
-/// assert_eq!(table.name("/"), None);
-/// ```
-#[derive(Clone, Debug, Default)]
-pub struct RouteTable(Arc<[(String, Arc<str>)]>);
-
-impl RouteTable {
-    /// The table of `(path prefix, route name)` pairs, matched in this order.
-    pub fn new<P: Into<String>, N: AsRef<str>>(routes: impl IntoIterator<Item = (P, N)>) -> Self {
-        Self(
-            routes
-                .into_iter()
-                .map(|(prefix, name)| (prefix.into(), Arc::from(name.as_ref())))
-                .collect(),
-        )
-    }
-
-    /// The name of the route `path` is on, if any.
-    pub fn name(&self, path: &str) -> Option<Arc<str>> {
-        self.0
-            .iter()
-            .find(|(prefix, _)| path.starts_with(prefix.as_str()))
-            .map(|(_, name)| Arc::clone(name))
     }
 }

@@ -150,6 +150,7 @@ where
 
     /// Picks the endpoint right away (no reference to the pool is then kept by the
     /// request); only when none is ready does the future keep one, to wait.
+    #[inline]
     fn call(&mut self, req: Request<B>) -> Self::Future {
         let classifier = self.classify.classify_request(&req);
         ResponseFuture::new(self.core.pool(), req, classifier)

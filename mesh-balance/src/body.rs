@@ -45,6 +45,7 @@ impl<B: Body> Body for Outstanding<B> {
     type Data = B::Data;
     type Error = B::Error;
 
+    #[inline]
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,

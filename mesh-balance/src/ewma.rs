@@ -54,6 +54,7 @@ impl PeakEwma {
     }
 
     /// Folds in a sample.
+    #[inline]
     pub(crate) fn sample(&self, rtt: Duration, now_ns: u64, tau: Duration) {
         let rtt = rtt.as_secs_f64() * 1e9;
         // Plain loads and stores, no read-modify-write: two samples racing on one endpoint may

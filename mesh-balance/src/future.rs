@@ -75,6 +75,7 @@ where
 {
     /// Picks at once and, when the endpoint's service is ready right away (the usual case),
     /// calls it at once; keeps the request (and the pool) only if it has to wait.
+    #[inline]
     pub(crate) fn new(pool: &Arc<Pool<S>>, req: Request<B>, classifier: R) -> Self {
         let Some(pick) = pool.pick(pool.now()) else {
             return Self {
@@ -105,6 +106,7 @@ type Started<S, B> = (
 
 /// Calls the picked endpoint's service if it is ready; otherwise keeps the pick (and the
 /// request) to try again.
+#[inline]
 fn start<S, B>(pick: Pick<S>, req: Request<B>, cx: &mut Context<'_>) -> Started<S, B>
 where
     S: Service<Request<B>>,
@@ -151,6 +153,7 @@ where
 {
     type Output = Result<Response<BalancedBody<ResB, R::Eos>>, BoxError>;
 
+    #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut this = self.project();
         loop {

@@ -16,6 +16,7 @@ use crate::state::EndpointStats;
 pub(crate) struct OutstandingGuard(Arc<EndpointStats>);
 
 impl OutstandingGuard {
+    #[inline]
     fn new(endpoint: Arc<EndpointStats>) -> Self {
         endpoint.outstanding.fetch_add(1, Relaxed);
         Self(endpoint)
@@ -23,6 +24,7 @@ impl OutstandingGuard {
 }
 
 impl Drop for OutstandingGuard {
+    #[inline]
     fn drop(&mut self) {
         self.0.outstanding.fetch_sub(1, Relaxed);
     }
@@ -42,33 +44,39 @@ impl Drop for OutstandingGuard {
 /// As an [`OnClass`] listener it records the class the response's one classification decides.
 pub struct Outcome {
     stats: Arc<EndpointStats>,
-    /// When the work started (the pool's clock, ns).
-    start: u64,
+    /// When the work started (the pool's clock, ns); once it responded, when it did. Kept
+    /// small: an outcome travels inside every response body.
+    at: u64,
     /// While the work weighs on the endpoint's load.
     outstanding: Option<OutstandingGuard>,
-    /// Once responded: when, and whether the latency sample was already a failure penalty.
-    responded: Option<(u64, bool)>,
-    recorded: bool,
+    flags: u8,
 }
+
+/// It responded; `at` is when.
+const RESPONDED: u8 = 1;
+/// Its latency sample was already a failure penalty.
+const PENALIZED: u8 = 2;
+/// Its class was filed.
+const RECORDED: u8 = 4;
 
 impl std::fmt::Debug for Outcome {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Outcome")
             .field("endpoint", &self.stats.endpoint.addr)
-            .field("responded", &self.responded.is_some())
+            .field("responded", &(self.flags & RESPONDED != 0))
             .finish_non_exhaustive()
     }
 }
 
 impl Outcome {
+    #[inline]
     pub(crate) fn new(stats: Arc<EndpointStats>, now: u64) -> Self {
         let guard = OutstandingGuard::new(Arc::clone(&stats));
         Self {
             stats,
-            start: now,
+            at: now,
             outstanding: Some(guard),
-            responded: None,
-            recorded: false,
+            flags: 0,
         }
     }
 
@@ -79,19 +87,20 @@ impl Outcome {
 
     /// Starts the latency clock again now (the work waited for the endpoint to be ready).
     pub(crate) fn restart(&mut self) {
-        self.start = self.stats.core.now();
+        self.at = self.stats.core.now();
     }
 
     /// The endpoint answered (response headers, a connection established), `failed` or not:
     /// samples the latency since the pick, at least the failure penalty if it failed. The work
     /// stays outstanding until [`Outcome::release`] or the end.
+    #[inline]
     pub fn responded(&mut self, failed: bool) {
-        if self.responded.is_some() {
+        if self.flags & RESPONDED != 0 {
             return;
         }
         let core = &self.stats.core;
         let now = core.now();
-        let latency = Duration::from_nanos(now.saturating_sub(self.start));
+        let latency = Duration::from_nanos(now.saturating_sub(self.at));
         let config = &core.config;
         let sample = if failed {
             latency.max(config.failure_penalty)
@@ -99,11 +108,13 @@ impl Outcome {
             latency
         };
         self.stats.ewma.sample(sample, now, config.decay);
-        self.responded = Some((now, failed));
+        self.at = now;
+        self.flags |= RESPONDED | if failed { PENALIZED } else { 0 };
     }
 
     /// Hands over the outstanding count, to end when the returned guard drops (at the first
     /// response frame, say), rather than with this handle.
+    #[inline]
     pub(crate) fn take_outstanding(&mut self) -> Option<OutstandingGuard> {
         self.outstanding.take()
     }
@@ -117,45 +128,46 @@ impl Outcome {
     /// Files the outcome: responded now if not yet (with `class`'s failure), then failure
     /// accrual. A failure only the end revealed (a gRPC status in the trailers) weighs on the
     /// latency estimate too.
+    #[inline]
     pub fn record(mut self, class: Class) {
-        let failed = class.is_failure() && class != Class::Failure(FailureReason::Cancelled);
-        let (at, penalized) = match self.responded {
-            Some(responded) => responded,
-            None if class == Class::Failure(FailureReason::Cancelled) => {
-                (self.stats.core.now(), false)
-            }
-            None => {
+        let cancelled = class == Class::Failure(FailureReason::Cancelled);
+        let failed = class.is_failure() && !cancelled;
+        if self.flags & RESPONDED == 0 {
+            if cancelled {
+                self.at = self.stats.core.now();
+            } else {
                 self.responded(failed);
-                self.responded.unwrap_or((self.start, failed))
             }
-        };
+        }
         let core = &self.stats.core;
-        if failed && !penalized {
+        if failed && self.flags & PENALIZED == 0 {
             let config = &core.config;
             self.stats
                 .ewma
-                .sample(config.failure_penalty, at, config.decay);
+                .sample(config.failure_penalty, self.at, config.decay);
         }
-        core.on_outcome(&self.stats, class, at);
-        self.recorded = true;
+        core.on_outcome(&self.stats, class, self.at);
+        self.flags |= RECORDED;
     }
 }
 
 impl OnClass for Outcome {
+    #[inline]
     fn on_class(self, class: Class) {
         self.record(class);
     }
 }
 
 impl Drop for Outcome {
+    #[inline]
     fn drop(&mut self) {
-        if self.recorded {
+        if self.flags & RECORDED != 0 {
             return;
         }
         let core = &self.stats.core;
         let now = core.now();
-        if self.responded.is_none() {
-            let waited = now.saturating_sub(self.start) as f64;
+        if self.flags & RESPONDED == 0 {
+            let waited = now.saturating_sub(self.at) as f64;
             let decay = core.config.decay;
             // A lower bound on the latency: it may only raise the estimate, never lower it (a
             // caller that gives up after 1 ms says nothing about a 5 ms endpoint).

@@ -107,6 +107,7 @@ impl Core {
     /// Applies one request's outcome to its endpoint: accrual, ejection under the cap,
     /// readmission. `now` is a recent reading of the clock (accrual windows and backoffs are
     /// coarse; the caller's last reading will do, which saves reading the clock again).
+    #[inline]
     pub(crate) fn on_outcome(&self, endpoint: &EndpointStats, class: Class, now: u64) {
         match endpoint.on_outcome(class, now, &self.config, &*self.random) {
             Transition::None | Transition::Reejected => {}
@@ -170,6 +171,7 @@ impl<T: Clone> Pool<T> {
     /// P2C must send to one of them, about 2/n of the traffic for two bad endpoints in n. So a
     /// winner whose latency estimate is over five times the pool's median is set aside and
     /// another pair drawn, up to three pairs; the best winner seen is used if all are outliers.
+    #[inline]
     pub(crate) fn pick(&self, now: u64) -> Option<Pick<T>> {
         let members = self.members.load();
         let i = self.pick_index(&members, now)?;

@@ -92,10 +92,12 @@ impl EndpointStats {
         }
     }
 
+    #[inline]
     pub(crate) fn status(&self) -> EndpointStatus {
         status(self.status.load(Relaxed))
     }
 
+    #[inline]
     pub(crate) fn is_ready(&self) -> bool {
         self.status.load(Relaxed) == READY
     }
@@ -118,6 +120,7 @@ impl EndpointStats {
     }
 
     /// If ejected and due for a probe, claims the single probe.
+    #[inline]
     pub(crate) fn try_claim_probe(&self, now: u64) -> bool {
         self.status.load(Relaxed) == EJECTED
             && now >= self.probe_at.load(Relaxed)
@@ -157,6 +160,7 @@ impl EndpointStats {
     }
 
     /// Records a request's outcome; says whether the endpoint should change state.
+    #[inline]
     pub(crate) fn on_outcome(
         &self,
         class: Class,
@@ -234,6 +238,7 @@ impl EndpointStats {
         Transition::None
     }
 
+    #[inline]
     pub(crate) fn consecutive_failures(&self) -> u32 {
         self.consecutive_failures.load(Relaxed)
     }

@@ -149,25 +149,37 @@ where
 /// from the body so that [`Classified::join`] can move the body's fields.
 struct Decision<C: ClassifyEos, F: OnClass> {
     pending: Option<(C, F)>,
-    /// What the head decided, asked once: every reader gets it without the classifier.
-    head: Option<Class>,
-    decided: Option<Class>,
+    /// While pending, what the head decided (asked once: every reader gets it without the
+    /// classifier); once decided, the class. One slot: a body travels inside every response.
+    class: Option<Class>,
     /// Whether the body had nothing left to send when last looked at (it changes only when
     /// polled): a body dropped then was not cut short.
     end_stream: bool,
 }
 
 impl<C: ClassifyEos, F: OnClass> Decision<C, F> {
+    #[inline]
     fn decide(&mut self, how: impl FnOnce(C) -> Class) {
         if let Some((eos, on_class)) = self.pending.take() {
             let class = how(eos);
-            self.decided = Some(class);
+            self.class = Some(class);
             on_class.on_class(class);
+        }
+    }
+
+    /// The class, once decided.
+    #[inline]
+    fn decided(&self) -> Option<Class> {
+        if self.pending.is_none() {
+            self.class
+        } else {
+            None
         }
     }
 }
 
 impl<C: ClassifyEos, F: OnClass> Drop for Decision<C, F> {
+    #[inline]
     fn drop(&mut self) {
         if self.end_stream {
             self.decide(|eos| eos.classify_eos(None));
@@ -179,14 +191,14 @@ impl<C: ClassifyEos, F: OnClass> Drop for Decision<C, F> {
 
 impl<B: Body, C: ClassifyEos, F: OnClass> ClassifiedBody<B, C, F> {
     /// Wraps `inner`; `eos` finishes the classification and `on_class` receives it.
+    #[inline]
     pub fn new(inner: B, eos: C, on_class: F) -> Self {
         let end_stream = inner.is_end_stream();
         Self {
             inner,
             decision: Decision {
-                head: eos.classify_head(),
+                class: eos.classify_head(),
                 pending: Some((eos, on_class)),
-                decided: None,
                 end_stream,
             },
         }
@@ -204,13 +216,16 @@ impl<B: Body, C: ClassifyEos, F: OnClass> ClassifiedBody<B, C, F> {
 
     /// The class as far as the head decided it (see [`Classified::head_class`]; this one needs
     /// no `Unpin` body).
+    #[inline]
     pub fn head_class(&self) -> Option<Class> {
-        self.decision.head
+        // Once decided, the final class stands in for the head's.
+        self.decision.class
     }
 
     /// The listener, while the class is still to be decided: for the layer that made the body
     /// to act on the head's class ([`Classified::head_class`]) without asking the classifier
     /// again.
+    #[inline]
     pub fn listener_mut(&mut self) -> Option<&mut F> {
         self.decision.pending.as_mut().map(|(_, on_class)| on_class)
     }
@@ -225,7 +240,7 @@ where
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ClassifiedBody")
             .field("inner", &self.inner)
-            .field("class", &self.decision.decided)
+            .field("class", &self.decision.decided())
             .finish()
     }
 }
@@ -240,6 +255,7 @@ where
     type Data = B::Data;
     type Error = BoxError;
 
+    #[inline]
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -290,9 +306,11 @@ where
 {
     type Joined<L: OnClass> = ClassifiedBody<B, C, (F, L)>;
 
+    #[inline]
     fn join<L: OnClass>(mut self, listener: L) -> Self::Joined<L> {
         let decision = &mut self.decision;
-        let pending = match (decision.pending.take(), decision.decided) {
+        let decided = decision.decided();
+        let pending = match (decision.pending.take(), decided) {
             (Some((eos, on_class)), _) => Some((eos, (on_class, listener))),
             (None, decided) => {
                 // Decided before this listener came (a retry read the trailers first).
@@ -302,8 +320,7 @@ where
         };
         let joined = Decision {
             pending,
-            head: decision.head,
-            decided: decision.decided,
+            class: decision.class,
             end_stream: decision.end_stream,
         };
         ClassifiedBody {
@@ -317,7 +334,7 @@ where
     }
 
     fn class(&self) -> Option<Class> {
-        self.decision.decided
+        self.decision.decided()
     }
 
     fn fail(&mut self, err: &(dyn std::error::Error + 'static)) {

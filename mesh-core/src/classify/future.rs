@@ -34,6 +34,7 @@ where
 {
     type Body = ClassifiedBody<B, R::Eos, O>;
 
+    #[inline]
     fn attach(self, rsp: Response<B>, on_class: O) -> Response<Self::Body> {
         let eos = self.0.classify_response(&rsp);
         rsp.map(|body| ClassifiedBody::new(body, eos, on_class))
@@ -47,6 +48,7 @@ pub struct Joins;
 impl<B: Classified, O: OnClass> Attach<B, O> for Joins {
     type Body = B::Joined<O>;
 
+    #[inline]
     fn attach(self, rsp: Response<B>, on_class: O) -> Response<Self::Body> {
         rsp.map(|body| body.join(on_class))
     }
@@ -84,6 +86,7 @@ where
 {
     type Output = Result<Response<A::Body>, BoxError>;
 
+    #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         let result = ready!(this.inner.poll(cx));

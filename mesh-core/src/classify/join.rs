@@ -119,6 +119,7 @@ where
         self.inner.poll_ready(cx).map_err(Into::into)
     }
 
+    #[inline]
     fn call(&mut self, req: Request<ReqB>) -> Self::Future {
         let on_class = self.new_on_class.new_on_class(&req);
         ResponseFuture::new(self.inner.call(req), Joins, on_class)

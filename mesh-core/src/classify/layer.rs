@@ -131,6 +131,7 @@ where
         self.inner.poll_ready(cx).map_err(Into::into)
     }
 
+    #[inline]
     fn call(&mut self, req: Request<ReqB>) -> Self::Future {
         let classifier = self.classify.classify_request(&req);
         let on_class = self.new_on_class.new_on_class(&req);

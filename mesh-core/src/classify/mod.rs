@@ -115,7 +115,7 @@ pub trait Classified: http_body::Body + Unpin + Sized {
     fn join<L: OnClass>(self, listener: L) -> Self::Joined<L>;
 
     /// The class as far as the response head decided it; `None` when only the end of the
-    /// stream can tell.
+    /// stream can tell. Once the class is decided, that class.
     fn head_class(&self) -> Option<Class>;
 
     /// The class, once decided.

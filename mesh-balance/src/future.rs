@@ -9,7 +9,7 @@ use std::task::{Context, Poll, ready};
 
 use http::{Request, Response};
 use http_body::Body;
-use mesh_core::classify::{ClassifiedBody, ClassifyResponse};
+use mesh_core::classify::{ClassifiedBody, ClassifyEos, ClassifyResponse};
 use mesh_core::{BoxError, Class};
 use pin_project::pin_project;
 use tower::Service;
@@ -216,18 +216,14 @@ where
                     let result = match result {
                         Ok(rsp) => {
                             let eos = classifier.classify_response(&rsp);
+                            // The head's class, asked once: it decides the latency sample here
+                            // and rides in the body for the layers further out.
+                            let head = eos.classify_head();
+                            outcome.responded(head.is_some_and(Class::is_failure));
                             let guard = outcome.take_outstanding();
                             Ok(rsp.map(|body| {
-                                let mut body = ClassifiedBody::new(
-                                    Outstanding::new(body, guard),
-                                    eos,
-                                    outcome,
-                                );
-                                let failed = body.head_class().is_some_and(Class::is_failure);
-                                if let Some(outcome) = body.listener_mut() {
-                                    outcome.responded(failed);
-                                }
-                                body
+                                let body = Outstanding::new(body, guard);
+                                ClassifiedBody::with_head(body, eos, head, outcome)
                             }))
                         }
                         Err(err) => {

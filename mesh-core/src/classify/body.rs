@@ -193,11 +193,19 @@ impl<B: Body, C: ClassifyEos, F: OnClass> ClassifiedBody<B, C, F> {
     /// Wraps `inner`; `eos` finishes the classification and `on_class` receives it.
     #[inline]
     pub fn new(inner: B, eos: C, on_class: F) -> Self {
+        let head = eos.classify_head();
+        Self::with_head(inner, eos, head, on_class)
+    }
+
+    /// Like [`ClassifiedBody::new`], for a layer that has asked `eos` for its head class
+    /// already (to act on it before handing `on_class` over): the classifier is not asked twice.
+    #[inline]
+    pub fn with_head(inner: B, eos: C, head: Option<Class>, on_class: F) -> Self {
         let end_stream = inner.is_end_stream();
         Self {
             inner,
             decision: Decision {
-                class: eos.classify_head(),
+                class: head,
                 pending: Some((eos, on_class)),
                 end_stream,
             },
@@ -220,14 +228,6 @@ impl<B: Body, C: ClassifyEos, F: OnClass> ClassifiedBody<B, C, F> {
     pub fn head_class(&self) -> Option<Class> {
         // Once decided, the final class stands in for the head's.
         self.decision.class
-    }
-
-    /// The listener, while the class is still to be decided: for the layer that made the body
-    /// to act on the head's class ([`Classified::head_class`]) without asking the classifier
-    /// again.
-    #[inline]
-    pub fn listener_mut(&mut self) -> Option<&mut F> {
-        self.decision.pending.as_mut().map(|(_, on_class)| on_class)
     }
 }
 

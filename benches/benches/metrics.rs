@@ -244,27 +244,38 @@ fn layer(c: &mut Criterion) {
     group.bench_function("bare", |b| {
         b.to_async(&rt).iter_custom(|iters| requests(bare(), iters))
     });
+    // Standalone (the metrics layer classifies, as it did before the one classification):
+    // `MetricsLayer::classifying`, a ClassifyLayer with the recorder as its listener.
     let metrics = HttpMetrics::new();
-    let fixed = MetricsLayer::fixed(metrics.series(&labels("/fixed")));
+    let fixed =
+        MetricsLayer::fixed(metrics.series(&labels("/fixed"))).classifying(AutoClassify::new());
     group.bench_function("mesh_fixed_series", |b| {
         b.to_async(&rt)
-            .iter_custom(|iters| requests(fixed.layer(classified(bare())), iters))
+            .iter_custom(|iters| requests(fixed.layer(bare()), iters))
     });
     // A tap nobody listens to: one atomic load per request.
     let tapped = MetricsLayer::fixed(metrics.series(&labels("/tapped")))
-        .with_tap(Tap::default(), Direction::Inbound);
+        .with_tap(Tap::default(), Direction::Inbound)
+        .classifying(AutoClassify::new());
     group.bench_function("mesh_fixed_series_idle_tap", |b| {
         b.to_async(&rt)
-            .iter_custom(|iters| requests(tapped.layer(classified(bare())), iters))
+            .iter_custom(|iters| requests(tapped.layer(bare()), iters))
     });
     let route: Arc<str> = "/by-labels".into();
     let by_labels = MetricsLayer::new(metrics.clone(), move |_: &Request<()>| HttpLabels {
         route: Some(route.clone()),
         ..HttpLabels::new(Direction::Inbound)
-    });
+    })
+    .classifying(AutoClassify::new());
     group.bench_function("mesh_by_labels", |b| {
         b.to_async(&rt)
-            .iter_custom(|iters| requests(by_labels.layer(classified(bare())), iters))
+            .iter_custom(|iters| requests(by_labels.layer(bare()), iters))
+    });
+    // Joining a classification made further in (as over a balancer).
+    let joined = MetricsLayer::fixed(metrics.series(&labels("/joined")));
+    group.bench_function("mesh_fixed_series_joined", |b| {
+        b.to_async(&rt)
+            .iter_custom(|iters| requests(joined.layer(classified(bare())), iters))
     });
     group.finish();
 }

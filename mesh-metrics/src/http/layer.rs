@@ -131,6 +131,43 @@ impl<P> MetricsLayer<P> {
         self.new_recorder.tap = Some((tap, direction));
         self
     }
+
+    /// For a service with no classification under it: a [`ClassifyLayer`] that classifies with
+    /// `classify` and records these metrics as its one listener (one response future, one body
+    /// wrapper). Layers further out can still join that classification.
+    ///
+    /// ```
+    /// use http_body_util::{BodyExt, Full};
+    /// use mesh_core::classify::AutoClassify;
+    /// use mesh_metrics::{Direction, HttpLabels, HttpMetrics, MetricsLayer};
+    /// use tower::{Layer, ServiceExt};
+    ///
+    /// # tokio::runtime::Builder::new_current_thread().enable_time().build()?.block_on(async {
+    /// let metrics = HttpMetrics::new();
+    /// let layer = MetricsLayer::new(metrics.clone(), |_: &http::Request<()>| {
+    ///     HttpLabels::new(Direction::Inbound)
+    /// })
+    /// .classifying(AutoClassify::new());
+    /// let svc = layer.layer(tower::service_fn(|_req: http::Request<()>| async {
+    ///     let rsp = http::Response::builder().status(503).body(Full::new(bytes::Bytes::new()))?;
+    ///     Ok::<_, http::Error>(rsp)
+    /// }));
+    /// svc.oneshot(http::Request::new(())).await?.into_body().collect().await?;
+    /// let snapshot = metrics.snapshot();
+    /// let (_, series) = &snapshot.series[0];
+    /// assert_eq!((series.requests, series.failures), (1, 1));
+    /// # Ok::<(), mesh_core::BoxError>(())
+    /// # })?;
+    /// # Ok::<(), mesh_core::BoxError>(())
+    /// ```
+    ///
+    /// [`ClassifyLayer`]: mesh_core::classify::ClassifyLayer
+    pub fn classifying<C>(
+        self,
+        classify: C,
+    ) -> mesh_core::classify::ClassifyLayer<C, NewRecorder<P>> {
+        mesh_core::classify::ClassifyLayer::new(classify, self.new_recorder)
+    }
 }
 
 impl<S, P: Clone> Layer<S> for MetricsLayer<P> {

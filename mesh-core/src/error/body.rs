@@ -7,15 +7,15 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use pin_project::pin_project;
 
-use super::BoxError;
-
-/// The body of [`ErrorResponse`](super::ErrorResponse)'s responses: the service's own, or the error response's.
+/// A response body that is either the service's own or a short text the mesh answers with
+/// itself: the error response of [`ErrorResponse`](super::ErrorResponse), the refusal of
+/// mesh-tls's authorization. Its errors are the inner body's (the text cannot fail).
 #[pin_project(project = ErrorResponseBodyProj)]
 #[derive(Debug)]
 pub enum ErrorResponseBody<B> {
     /// The wrapped service's body.
     Inner(#[pin] B),
-    /// The error response's text, until sent.
+    /// The mesh's own answer's text, until sent.
     Error(Option<Bytes>),
 }
 
@@ -28,19 +28,16 @@ impl<B> From<Bytes> for ErrorResponseBody<B> {
 impl<B> Body for ErrorResponseBody<B>
 where
     B: Body<Data = Bytes>,
-    B::Error: Into<BoxError>,
 {
     type Data = Bytes;
-    type Error = BoxError;
+    type Error = B::Error;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
         match self.project() {
-            ErrorResponseBodyProj::Inner(body) => body
-                .poll_frame(cx)
-                .map(|frame| frame.map(|result| result.map_err(Into::into))),
+            ErrorResponseBodyProj::Inner(body) => body.poll_frame(cx),
             ErrorResponseBodyProj::Error(text) => Poll::Ready(text.take().map(Frame::data).map(Ok)),
         }
     }

@@ -10,7 +10,6 @@ use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use http::{HeaderValue, Request, Response, StatusCode, header};
-use http_body::{Body, Frame, SizeHint};
 use mesh_core::PeerIdentity;
 use mesh_core::grpc::{self, GrpcCode};
 use pin_project::pin_project;
@@ -133,7 +132,7 @@ where
             FutureProj::Inner(f) => f.poll(cx).map_ok(|rsp| rsp.map(AuthzBody::Inner)),
             // Polled again after completion: answer with an empty refusal rather than panic.
             FutureProj::Denied(rsp) => Poll::Ready(Ok(rsp.take().unwrap_or_else(|| {
-                let mut rsp = Response::new(AuthzBody::Denied(None));
+                let mut rsp = Response::new(AuthzBody::Error(None));
                 *rsp.status_mut() = StatusCode::FORBIDDEN;
                 rsp
             }))),
@@ -141,50 +140,6 @@ where
     }
 }
 
-/// The body of an authorized response, or of the refusal.
-#[pin_project(project = BodyProj)]
-#[derive(Debug)]
-pub enum AuthzBody<B> {
-    /// The application's body.
-    Inner(#[pin] B),
-    /// The refusal's text, if any is left to send.
-    Denied(Option<Bytes>),
-}
-
-impl<B> From<Bytes> for AuthzBody<B> {
-    fn from(bytes: Bytes) -> Self {
-        Self::Denied((!bytes.is_empty()).then_some(bytes))
-    }
-}
-
-impl<B> Body for AuthzBody<B>
-where
-    B: Body<Data = Bytes>,
-{
-    type Data = Bytes;
-    type Error = B::Error;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
-        match self.project() {
-            BodyProj::Inner(b) => b.poll_frame(cx),
-            BodyProj::Denied(text) => Poll::Ready(text.take().map(|t| Ok(Frame::data(t)))),
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        match self {
-            Self::Inner(b) => b.is_end_stream(),
-            Self::Denied(text) => text.is_none(),
-        }
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        match self {
-            Self::Inner(b) => b.size_hint(),
-            Self::Denied(text) => SizeHint::with_exact(text.as_ref().map_or(0, |t| t.len() as u64)),
-        }
-    }
-}
+/// The body of an authorized response, or of the refusal (the refusal's text is mesh-core's
+/// `Error` variant: the mesh's own answer).
+pub type AuthzBody<B> = mesh_core::error::ErrorResponseBody<B>;

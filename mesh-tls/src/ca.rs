@@ -15,7 +15,7 @@ use crate::credentials::{Credentials, CredentialsError};
 /// How long a CA made by [`DevCa::new`] is valid.
 const CA_VALIDITY: Duration = Duration::from_secs(365 * 24 * 3600);
 /// How far back a certificate's validity starts, to tolerate clock skew between workloads.
-const BACKDATE: Duration = Duration::from_secs(5 * 60);
+pub(crate) const BACKDATE: Duration = Duration::from_secs(5 * 60);
 
 /// Key algorithms for issued certificates.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -30,7 +30,7 @@ pub enum KeyAlgorithm {
 }
 
 impl KeyAlgorithm {
-    fn rcgen(self) -> &'static rcgen::SignatureAlgorithm {
+    pub(crate) fn rcgen(self) -> &'static rcgen::SignatureAlgorithm {
         match self {
             Self::EcdsaP256 => &rcgen::PKCS_ECDSA_P256_SHA256,
             Self::EcdsaP384 => &rcgen::PKCS_ECDSA_P384_SHA384,
@@ -60,10 +60,10 @@ pub enum CaError {
 
 /// A development CA: a self-signed trust root and its key, issuing workload certificates.
 pub struct DevCa {
-    issuer: Issuer<'static, KeyPair>,
+    pub(crate) issuer: Issuer<'static, KeyPair>,
     root_pem: String,
     key_pem: String,
-    algorithm: KeyAlgorithm,
+    pub(crate) algorithm: KeyAlgorithm,
 }
 
 impl std::fmt::Debug for DevCa {
@@ -178,6 +178,12 @@ impl DevCa {
         &self.root_pem
     }
 
+    /// The CA's private key, PEM (PKCS#8): for storing the CA where an issuer will load it
+    /// (a Kubernetes Secret, say). Handle as a secret.
+    pub fn key_pem(&self) -> &str {
+        &self.key_pem
+    }
+
     /// Writes the CA's `ca.pem` and `ca-key.pem` into `dir`.
     pub fn write(&self, dir: impl AsRef<Path>) -> Result<(), CaError> {
         let dir = ensure_dir(dir.as_ref())?;
@@ -204,23 +210,7 @@ impl DevCa {
             return Err(CaError::Validity);
         }
         let key = KeyPair::generate_for(self.algorithm.rcgen())?;
-        let mut params = CertificateParams::default();
-        params.distinguished_name = DistinguishedName::new();
-        let name = rcgen::string::Ia5String::try_from(identity.as_str())?;
-        params.subject_alt_names = vec![match identity.kind() {
-            IdentityKind::Spiffe => SanType::URI(name),
-            IdentityKind::Dns => SanType::DnsName(name),
-        }];
-        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-        // Mesh workloads are servers and clients both.
-        params.extended_key_usages = vec![
-            ExtendedKeyUsagePurpose::ServerAuth,
-            ExtendedKeyUsagePurpose::ClientAuth,
-        ];
-        params.use_authority_key_identifier_extension = true;
-        params.not_before = not_before.into();
-        params.not_after = not_after.into();
-        params.serial_number = Some(random_serial());
+        let params = leaf_params(identity, not_before, not_after)?;
         let cert = params.signed_by(&key, &self.issuer)?;
         Ok(Issued {
             identity: identity.clone(),
@@ -231,8 +221,41 @@ impl DevCa {
     }
 }
 
+/// What every workload certificate says: the identity as its one SAN (URI for SPIFFE, DNS
+/// otherwise), for servers and clients both, with a fresh serial. A CSR's own wishes are not
+/// copied: an issuer signs these and nothing else.
+pub(crate) fn leaf_params(
+    identity: &Identity,
+    not_before: SystemTime,
+    not_after: SystemTime,
+) -> Result<CertificateParams, rcgen::Error> {
+    let mut params = CertificateParams::default();
+    params.distinguished_name = DistinguishedName::new();
+    params.subject_alt_names = vec![san_of(identity)?];
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    // Mesh workloads are servers and clients both.
+    params.extended_key_usages = vec![
+        ExtendedKeyUsagePurpose::ServerAuth,
+        ExtendedKeyUsagePurpose::ClientAuth,
+    ];
+    params.use_authority_key_identifier_extension = true;
+    params.not_before = not_before.into();
+    params.not_after = not_after.into();
+    params.serial_number = Some(random_serial());
+    Ok(params)
+}
+
+/// The subject alternative name that carries `identity`.
+pub(crate) fn san_of(identity: &Identity) -> Result<SanType, rcgen::Error> {
+    let name = rcgen::string::Ia5String::try_from(identity.as_str())?;
+    Ok(match identity.kind() {
+        IdentityKind::Spiffe => SanType::URI(name),
+        IdentityKind::Dns => SanType::DnsName(name),
+    })
+}
+
 /// 16 random bytes, positive: serials must be unique per CA, and random ones are.
-fn random_serial() -> SerialNumber {
+pub(crate) fn random_serial() -> SerialNumber {
     let mut bytes = [0u8; 16];
     // ring's system random only fails if the OS has no entropy source; then fall back to a
     // time-derived serial rather than fail to mint (this is a development CA).

@@ -92,7 +92,7 @@ impl TlsConnector {
             .with_protocol_versions(self.settings.versions())?
             .dangerous()
             .with_custom_certificate_verifier(Arc::new(ExpectedIdentity {
-                store: self.store.clone(),
+                roots: self.store.clone(),
                 expected: expected.clone(),
             }))
             .with_client_cert_resolver(Arc::new(CurrentCert(self.store.clone())));
@@ -129,7 +129,7 @@ impl TlsConnector {
 
 /// The SNI to send: the identity itself when it is a DNS name, the trust domain for a SPIFFE
 /// ID (a URI cannot be a server name). The server does not choose its certificate by it.
-fn server_name(identity: &Identity) -> ServerName<'static> {
+pub(crate) fn server_name(identity: &Identity) -> ServerName<'static> {
     let name = match identity.kind() {
         IdentityKind::Dns => identity.as_str(),
         IdentityKind::Spiffe => identity.trust_domain().unwrap_or("mesh.invalid"),

@@ -100,6 +100,29 @@ impl Credentials {
         )
     }
 
+    /// Builds credentials from a chain already in DER (as an issuer answers), the key it
+    /// certifies, and PEM trust roots.
+    pub fn from_der(
+        chain: Vec<CertificateDer<'static>>,
+        key: PrivateKeyDer<'static>,
+        roots: &[u8],
+    ) -> Result<Self, CredentialsError> {
+        if chain.is_empty() {
+            return Err(CredentialsError::Pem {
+                what: "certificate",
+                origin: Origin::Memory.to_string(),
+                reason: "the chain is empty".into(),
+            });
+        }
+        Self::build(
+            chain,
+            key,
+            parse_certs(roots, "trust root", Origin::Memory)?,
+            [Origin::Memory, Origin::Memory, Origin::Memory],
+            default_provider(),
+        )
+    }
+
     /// Reads and parses the three PEM files.
     pub fn from_files(files: &CredentialFiles) -> Result<Self, CredentialsError> {
         let chain = read(&files.chain)?;

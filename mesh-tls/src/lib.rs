@@ -16,6 +16,11 @@
 //!   new handshakes use the new material; a broken file is reported and the old material stays.
 //! - [`authz`]: admit requests by peer identity (exact names, `*` per segment); others get 403
 //!   or gRPC `PERMISSION_DENIED`, and nothing reaches the application.
+//! - [`CertificateRequest`] and [`DevCa::certify`]: a workload's own key and CSR for exactly
+//!   its identity, and the issuer's check and signature.
+//! - `control` (feature `control`): a TLS channel to the control plane that verifies its
+//!   identity, and a `control::Certifier` that gets and renews certificates from its
+//!   identity API into a [`CredentialStore`].
 //! - [`DevCa`]: a development CA minting a trust root and short-lived workload certificates
 //!   (ECDSA P-256 by default), also as `cargo run -p examples --example mesh-ca`.
 //!
@@ -54,7 +59,10 @@
 pub mod authz;
 mod ca;
 mod client;
+#[cfg(feature = "control")]
+pub mod control;
 mod credentials;
+mod csr;
 mod forward;
 mod identity;
 mod peer;
@@ -69,6 +77,7 @@ pub use self::client::{
     StaticEndpoints, TlsConnector,
 };
 pub use self::credentials::{CredentialFiles, Credentials, CredentialsError, default_provider};
+pub use self::csr::{CertificateRequest, Certified, CsrRefused};
 pub use self::forward::{ForwardIdentity, ForwardIdentityLayer};
 pub use self::identity::{CertIdentityError, identity_of, serial_of};
 pub use self::peer::{SetPeerIdentity, SetPeerIdentityLayer};

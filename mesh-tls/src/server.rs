@@ -206,7 +206,10 @@ impl TlsAcceptor {
         let provider = Arc::clone(&store.current().provider);
         let mut config = ServerConfig::builder_with_provider(provider)
             .with_protocol_versions(settings.versions())?
-            .with_client_cert_verifier(Arc::new(CurrentRoots(store.clone())))
+            .with_client_cert_verifier(Arc::new(CurrentRoots {
+                store: store.clone(),
+                mandatory: settings.mode != Mode::ClientCertOptional,
+            }))
             .with_cert_resolver(Arc::new(CurrentCert(store)));
         config.alpn_protocols = settings.alpn.clone();
         let stats = Arc::new(AcceptStats::default());
@@ -275,16 +278,19 @@ impl TlsAcceptor {
             })?;
         let conn = tls.get_ref().1;
         let negotiated = Negotiated::from_alpn(conn.alpn_protocol());
-        let leaf =
-            conn.peer_certificates()
-                .and_then(<[_]>::first)
-                .ok_or(AcceptError::NoIdentity(
+        let leaf = conn.peer_certificates().and_then(<[_]>::first);
+        let peer = match leaf {
+            Some(leaf) => PeerIdentity::Authenticated(identity_of(leaf)?),
+            None if self.settings.mode == Mode::ClientCertOptional => PeerIdentity::Unauthenticated,
+            None => {
+                return Err(AcceptError::NoIdentity(
                     crate::identity::CertIdentityError::NoIdentity,
-                ))?;
-        let identity = identity_of(leaf)?;
+                ));
+            }
+        };
         Ok(Accepted {
             io: ServerIo::Tls(Box::new(tls)),
-            peer: PeerIdentity::Authenticated(identity),
+            peer,
             negotiated,
         })
     }

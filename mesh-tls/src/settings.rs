@@ -14,6 +14,13 @@ pub enum Mode {
     ///
     /// [`PeerIdentity::Unauthenticated`]: mesh_core::PeerIdentity::Unauthenticated
     Permissive,
+    /// TLS always; a client certificate is verified when one is presented, and a client
+    /// without one is let through marked [`PeerIdentity::Unauthenticated`]. For servers whose
+    /// callers may prove themselves another way: the control plane, which a proxy asks for its
+    /// first certificate with a ServiceAccount token.
+    ///
+    /// [`PeerIdentity::Unauthenticated`]: mesh_core::PeerIdentity::Unauthenticated
+    ClientCertOptional,
 }
 
 /// How a mesh endpoint speaks TLS. `Default` is the secure configuration: strict mTLS, TLS 1.3

@@ -4,9 +4,10 @@
 use std::sync::Arc;
 
 use mesh_core::Identity;
+use rustls::RootCertStore;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::client::{ResolvesClientCert, verify_server_cert_signed_by_trust_anchor};
-use rustls::crypto::{verify_tls12_signature, verify_tls13_signature};
+use rustls::crypto::{CryptoProvider, verify_tls12_signature, verify_tls13_signature};
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::server::{ClientHello, ParsedCertificate, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
@@ -16,33 +17,69 @@ use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
 use crate::identity::identity_of;
 use crate::store::CredentialStore;
 
-/// Handshake signatures, checked with the current provider's algorithms (both sides).
+/// Handshake signatures, checked with the provider's algorithms (both sides).
 fn tls12_signature(
-    store: &CredentialStore,
+    provider: &CryptoProvider,
     message: &[u8],
     cert: &CertificateDer<'_>,
     dss: &DigitallySignedStruct,
 ) -> Result<HandshakeSignatureValid, rustls::Error> {
-    let algs = store.current().provider.signature_verification_algorithms;
-    verify_tls12_signature(message, cert, dss, &algs)
+    verify_tls12_signature(
+        message,
+        cert,
+        dss,
+        &provider.signature_verification_algorithms,
+    )
 }
 
 fn tls13_signature(
-    store: &CredentialStore,
+    provider: &CryptoProvider,
     message: &[u8],
     cert: &CertificateDer<'_>,
     dss: &DigitallySignedStruct,
 ) -> Result<HandshakeSignatureValid, rustls::Error> {
-    let algs = store.current().provider.signature_verification_algorithms;
-    verify_tls13_signature(message, cert, dss, &algs)
+    verify_tls13_signature(
+        message,
+        cert,
+        dss,
+        &provider.signature_verification_algorithms,
+    )
 }
 
-fn verify_schemes(store: &CredentialStore) -> Vec<SignatureScheme> {
-    store
-        .current()
-        .provider
+fn verify_schemes(provider: &CryptoProvider) -> Vec<SignatureScheme> {
+    provider
         .signature_verification_algorithms
         .supported_schemes()
+}
+
+/// Where a verifier takes its trust roots from at each handshake.
+pub(crate) trait TrustRoots: std::fmt::Debug + Send + Sync {
+    /// The roots and the provider to check with, now.
+    fn roots(&self) -> (Arc<RootCertStore>, Arc<CryptoProvider>);
+}
+
+/// The store's current roots: a rotation of the roots applies at the next handshake.
+impl TrustRoots for CredentialStore {
+    fn roots(&self) -> (Arc<RootCertStore>, Arc<CryptoProvider>) {
+        let current = self.current();
+        (Arc::clone(&current.roots), Arc::clone(&current.provider))
+    }
+}
+
+/// Roots fixed at construction, for a client that has no credentials of its own yet (a proxy
+/// asking the control plane for its first certificate).
+#[cfg(feature = "control")]
+#[derive(Debug, Clone)]
+pub(crate) struct FixedRoots {
+    pub(crate) roots: Arc<RootCertStore>,
+    pub(crate) provider: Arc<CryptoProvider>,
+}
+
+#[cfg(feature = "control")]
+impl TrustRoots for FixedRoots {
+    fn roots(&self) -> (Arc<RootCertStore>, Arc<CryptoProvider>) {
+        (Arc::clone(&self.roots), Arc::clone(&self.provider))
+    }
 }
 
 /// Presents the store's current certificate (both sides).
@@ -65,9 +102,13 @@ impl ResolvesClientCert for CurrentCert {
     }
 }
 
-/// Requires a client certificate chaining to the store's current trust roots.
+/// Verifies a client certificate against the store's current trust roots; requires one
+/// unless `mandatory` is false.
 #[derive(Debug)]
-pub(crate) struct CurrentRoots(pub(crate) CredentialStore);
+pub(crate) struct CurrentRoots {
+    pub(crate) store: CredentialStore,
+    pub(crate) mandatory: bool,
+}
 
 impl ClientCertVerifier for CurrentRoots {
     fn offer_client_auth(&self) -> bool {
@@ -75,7 +116,7 @@ impl ClientCertVerifier for CurrentRoots {
     }
 
     fn client_auth_mandatory(&self) -> bool {
-        true
+        self.mandatory
     }
 
     fn root_hint_subjects(&self) -> &[DistinguishedName] {
@@ -90,7 +131,7 @@ impl ClientCertVerifier for CurrentRoots {
         intermediates: &[CertificateDer<'_>],
         now: UnixTime,
     ) -> Result<ClientCertVerified, rustls::Error> {
-        self.0
+        self.store
             .current()
             .client_verifier
             .verify_client_cert(end_entity, intermediates, now)
@@ -102,7 +143,7 @@ impl ClientCertVerifier for CurrentRoots {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        tls12_signature(&self.0, message, cert, dss)
+        tls12_signature(&self.store.current().provider, message, cert, dss)
     }
 
     fn verify_tls13_signature(
@@ -111,11 +152,11 @@ impl ClientCertVerifier for CurrentRoots {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        tls13_signature(&self.0, message, cert, dss)
+        tls13_signature(&self.store.current().provider, message, cert, dss)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        verify_schemes(&self.0)
+        verify_schemes(&self.store.current().provider)
     }
 }
 
@@ -132,12 +173,12 @@ pub struct IdentityMismatch {
 /// Verifies that the server's certificate chains to the store's current roots *and* carries
 /// exactly the expected identity; any certificate of the trust domain is not enough.
 #[derive(Debug)]
-pub(crate) struct ExpectedIdentity {
-    pub(crate) store: CredentialStore,
+pub(crate) struct ExpectedIdentity<R = CredentialStore> {
+    pub(crate) roots: R,
     pub(crate) expected: Identity,
 }
 
-impl ServerCertVerifier for ExpectedIdentity {
+impl<R: TrustRoots> ServerCertVerifier for ExpectedIdentity<R> {
     fn verify_server_cert(
         &self,
         end_entity: &CertificateDer<'_>,
@@ -146,14 +187,14 @@ impl ServerCertVerifier for ExpectedIdentity {
         _ocsp: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        let credentials = self.store.current();
+        let (roots, provider) = self.roots.roots();
         let parsed = ParsedCertificate::try_from(end_entity)?;
         verify_server_cert_signed_by_trust_anchor(
             &parsed,
-            &credentials.roots,
+            &roots,
             intermediates,
             now,
-            credentials.provider.signature_verification_algorithms.all,
+            provider.signature_verification_algorithms.all,
         )?;
         // The name check is ours, not webpki's: SPIFFE IDs are URI SANs, which a ServerName
         // cannot express.
@@ -179,7 +220,7 @@ impl ServerCertVerifier for ExpectedIdentity {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        tls12_signature(&self.store, message, cert, dss)
+        tls12_signature(&self.roots.roots().1, message, cert, dss)
     }
 
     fn verify_tls13_signature(
@@ -188,10 +229,10 @@ impl ServerCertVerifier for ExpectedIdentity {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        tls13_signature(&self.store, message, cert, dss)
+        tls13_signature(&self.roots.roots().1, message, cert, dss)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        verify_schemes(&self.store)
+        verify_schemes(&self.roots.roots().1)
     }
 }

@@ -1,0 +1,179 @@
+//! The control plane assembled: the issuer loaded, mesh-control's own certificate issued, the
+//! Kubernetes watchers started, and the gRPC APIs served over TLS.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use mesh_core::Identity;
+use mesh_tls::{CredentialStore, Mode, TlsAcceptor, TlsSettings};
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+
+use crate::identity::{IdentityConfig, IdentityService, Issuer, IssuerError, TokenReviewer};
+use crate::naming::service_account_identity;
+
+/// Where mesh-control runs and what it serves.
+#[derive(Clone, Debug)]
+pub struct ControlConfig {
+    /// The namespace mesh-control runs in (its issuer Secret is there). `mesh-system` by
+    /// default.
+    pub namespace: String,
+    /// mesh-control's own service account, whose identity it presents. `mesh-control` by
+    /// default.
+    pub service_account: String,
+    /// The issuer Secret's name. `mesh-issuer` by default.
+    pub issuer_secret: String,
+    /// Identity settings (trust domain, token audience, certificate lifetime).
+    pub identity: IdentityConfig,
+    /// Where the gRPC APIs listen. `0.0.0.0:8086` by default.
+    pub listen: SocketAddr,
+}
+
+impl ControlConfig {
+    /// Defaults for `trust_domain`.
+    pub fn new(trust_domain: impl Into<String>) -> Self {
+        Self {
+            namespace: "mesh-system".into(),
+            service_account: "mesh-control".into(),
+            issuer_secret: "mesh-issuer".into(),
+            identity: IdentityConfig::new(trust_domain),
+            listen: SocketAddr::from(([0, 0, 0, 0], 8086)),
+        }
+    }
+
+    /// The identity mesh-control presents.
+    pub fn control_identity(&self) -> Result<Identity, mesh_core::IdentityError> {
+        service_account_identity(
+            &self.identity.trust_domain,
+            &self.namespace,
+            &self.service_account,
+        )
+    }
+}
+
+/// Why mesh-control could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The issuer Secret is missing or broken.
+    #[error(transparent)]
+    Issuer(#[from] IssuerError),
+    /// The trust domain, namespace or account make no valid identity.
+    #[error("mesh-control's identity: {0}")]
+    Identity(#[from] mesh_core::IdentityError),
+    /// Its own certificate could not be issued or used.
+    #[error("mesh-control's own certificate: {0}")]
+    Certificate(String),
+    /// The listener could not be bound.
+    #[error("listening on {addr}: {source}")]
+    Listen {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+/// A running control plane.
+#[derive(Debug)]
+pub struct RunningControl {
+    addr: SocketAddr,
+    identity: Identity,
+    roots_pem: String,
+    serve: JoinHandle<()>,
+}
+
+impl RunningControl {
+    /// Where the gRPC APIs listen.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The identity mesh-control presents.
+    pub fn identity(&self) -> &Identity {
+        &self.identity
+    }
+
+    /// The trust roots proxies need to verify mesh-control and each other, PEM.
+    pub fn roots_pem(&self) -> &str {
+        &self.roots_pem
+    }
+
+    /// Stops serving (connections are dropped; proxies keep what they have).
+    pub fn stop(self) {
+        self.serve.abort();
+    }
+}
+
+impl Drop for RunningControl {
+    fn drop(&mut self) {
+        self.serve.abort();
+    }
+}
+
+/// How long mesh-control's own serving certificate is valid; it is reissued at every start.
+const OWN_CERT_LIFETIME: Duration = Duration::from_secs(365 * 24 * 3600);
+
+/// Starts mesh-control with `client`: loads the issuer, issues its own certificate, and
+/// serves the identity API.
+pub async fn start(
+    client: kube::Client,
+    config: ControlConfig,
+) -> Result<RunningControl, StartError> {
+    let issuer =
+        Arc::new(Issuer::load(client.clone(), &config.namespace, &config.issuer_secret).await?);
+    let identity = config.control_identity()?;
+    let own = issuer
+        .ca
+        .issue(&identity, OWN_CERT_LIFETIME)
+        .map_err(|e| StartError::Certificate(e.to_string()))?;
+    let certificate = |e: &dyn std::fmt::Display| StartError::Certificate(e.to_string());
+    let leaf =
+        CertificateDer::from_pem_slice(own.cert_pem.as_bytes()).map_err(|e| certificate(&e))?;
+    let key = PrivateKeyDer::from_pem_slice(own.key_pem.as_bytes()).map_err(|e| certificate(&e))?;
+    let chain = std::iter::once(leaf)
+        .chain(issuer.intermediates.iter().cloned())
+        .collect();
+    let credentials = mesh_tls::Credentials::from_der(chain, key, issuer.roots_pem.as_bytes())
+        .map_err(|e| certificate(&e))?;
+    let store = CredentialStore::new(credentials);
+    let acceptor = TlsAcceptor::new(
+        store,
+        TlsSettings::default()
+            .mode(Mode::ClientCertOptional)
+            .alpn(["h2"]),
+    )
+    .map_err(|e| certificate(&e))?;
+
+    let reviewer = TokenReviewer::new(client.clone(), config.identity.audience.clone());
+    let identity_service =
+        IdentityService::new(Arc::clone(&issuer), reviewer, config.identity.clone());
+    let router = tonic::transport::Server::builder().add_service(identity_service.into_server());
+
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| StartError::Listen {
+            addr: config.listen,
+            source,
+        })?;
+    let addr = listener.local_addr().map_err(|source| StartError::Listen {
+        addr: config.listen,
+        source,
+    })?;
+    let serve = tokio::spawn(async move {
+        if let Err(error) =
+            crate::serve::serve_tls(router, listener, acceptor, std::future::pending()).await
+        {
+            tracing::error!(%error, "the control plane's gRPC server stopped");
+        }
+    });
+    tracing::info!(%addr, %identity, "mesh-control serving");
+    Ok(RunningControl {
+        addr,
+        identity,
+        roots_pem: issuer.roots_pem.clone(),
+        serve,
+    })
+}

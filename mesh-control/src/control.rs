@@ -12,6 +12,7 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
+use crate::destination::{DestinationService, Index, Synced, Watchers};
 use crate::identity::{IdentityConfig, IdentityService, Issuer, IssuerError, TokenReviewer};
 use crate::naming::service_account_identity;
 
@@ -30,6 +31,9 @@ pub struct ControlConfig {
     pub identity: IdentityConfig,
     /// Where the gRPC APIs listen. `0.0.0.0:8086` by default.
     pub listen: SocketAddr,
+    /// The cluster's DNS domain, for authorities like `web.default.svc.cluster.local`.
+    /// `cluster.local` by default.
+    pub cluster_domain: String,
 }
 
 impl ControlConfig {
@@ -41,6 +45,7 @@ impl ControlConfig {
             issuer_secret: "mesh-issuer".into(),
             identity: IdentityConfig::new(trust_domain),
             listen: SocketAddr::from(([0, 0, 0, 0], 8086)),
+            cluster_domain: "cluster.local".into(),
         }
     }
 
@@ -83,6 +88,9 @@ pub struct RunningControl {
     identity: Identity,
     roots_pem: String,
     serve: JoinHandle<()>,
+    index: Index,
+    synced: Synced,
+    _watchers: Watchers,
 }
 
 impl RunningControl {
@@ -101,9 +109,21 @@ impl RunningControl {
         &self.roots_pem
     }
 
-    /// Stops serving (connections are dropped; proxies keep what they have).
-    pub fn stop(self) {
+    /// The destination index (for the admin page and tests).
+    pub fn index(&self) -> &Index {
+        &self.index
+    }
+
+    /// Waits until the watchers have listed everything once.
+    pub async fn synced(&self) {
+        self.synced.clone().wait().await;
+    }
+
+    /// Stops serving and returns once the listener and every connection are closed (proxies
+    /// keep what they have).
+    pub async fn stop(mut self) {
         self.serve.abort();
+        let _ = (&mut self.serve).await;
     }
 }
 
@@ -150,7 +170,13 @@ pub async fn start(
     let reviewer = TokenReviewer::new(client.clone(), config.identity.audience.clone());
     let identity_service =
         IdentityService::new(Arc::clone(&issuer), reviewer, config.identity.clone());
-    let router = tonic::transport::Server::builder().add_service(identity_service.into_server());
+    let index = Index::new(config.identity.trust_domain.clone());
+    let watchers = Watchers::start(client.clone(), index.clone());
+    let synced = watchers.synced();
+    let destination =
+        DestinationService::new(index.clone(), synced.clone(), config.cluster_domain.clone());
+    let routes = tonic::service::Routes::new(identity_service.into_server())
+        .add_service(destination.into_server());
 
     let listener = TcpListener::bind(config.listen)
         .await
@@ -162,18 +188,15 @@ pub async fn start(
         addr: config.listen,
         source,
     })?;
-    let serve = tokio::spawn(async move {
-        if let Err(error) =
-            crate::serve::serve_tls(router, listener, acceptor, std::future::pending()).await
-        {
-            tracing::error!(%error, "the control plane's gRPC server stopped");
-        }
-    });
+    let serve = tokio::spawn(crate::serve::serve_tls(routes, listener, acceptor));
     tracing::info!(%addr, %identity, "mesh-control serving");
     Ok(RunningControl {
         addr,
         identity,
         roots_pem: issuer.roots_pem.clone(),
         serve,
+        index,
+        synced,
+        _watchers: watchers,
     })
 }

@@ -2,6 +2,7 @@
 //!
 //! - [`identity`]: certificates for proxies, from a ServiceAccount token (proven by a
 //!   TokenReview) and a CSR, signed by the issuer in a Secret.
+//! - [`destination`]: endpoint sets for authorities, from Services, EndpointSlices and Pods.
 //! - [`serve`]: the gRPC APIs of [`mesh_api`] over TLS.
 #![doc = "\n# Example\n"]
 //! ```
@@ -13,6 +14,7 @@
 //! ```
 
 mod control;
+pub mod destination;
 pub mod identity;
 pub mod naming;
 pub mod serve;

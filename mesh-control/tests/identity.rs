@@ -11,7 +11,7 @@ use std::time::{Duration, Instant, SystemTime};
 use mesh_api::identity::CertifyRequest;
 use mesh_api::identity::identity_client::IdentityClient;
 use mesh_control::identity::DEFAULT_AUDIENCE;
-use mesh_control::test_util::KubeFixture;
+use mesh_control::test_util::{KubeFixture, run};
 use mesh_core::Identity;
 use mesh_tls::control::{Certifier, CertifyConfig, CertifyError};
 use mesh_tls::{CredentialStore, MeshEndpoint, TlsAcceptor, TlsConnector, TlsSettings};
@@ -61,247 +61,254 @@ async fn ping<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
     Ok(())
 }
 
-#[tokio::test]
-async fn a_token_for_web_gets_webs_identity_and_the_inbound_serves_mtls_with_it() {
-    let fixture = KubeFixture::shared().await;
-    let control = Control::start(fixture, |_| {}).await;
-    let ns = fixture.namespace("app", &["web", "client"]).await;
-    let web = account(&ns, "web");
-    let token = fixture.token(&ns, "web", DEFAULT_AUDIENCE, 600).await;
-    let config = CertifyConfig::new(
-        web.clone(),
-        token_file(fixture, &format!("{ns}-web"), &token),
-        control.running.roots_pem().as_bytes().to_vec(),
-    );
-    let mut certifier = Certifier::new(control.plane().channel(None).expect("channel"), config);
-    let (credentials, valid_until) = tokio::time::timeout(LIMIT, certifier.certify())
-        .await
-        .expect("in time")
-        .expect("certified");
-    assert_eq!(credentials.identity(), &web);
-    let left = valid_until
-        .duration_since(SystemTime::now())
-        .expect("in the future");
-    assert!(
-        left > Duration::from_secs(23 * 3600) && left <= Duration::from_secs(24 * 3600),
-        "{left:?}"
-    );
-
-    // The inbound serves mTLS with it: a client of the same trust domain verifies it as web.
-    let server = echo_server(CredentialStore::new(credentials)).await;
-    let client_creds = control
-        .ca
-        .issue(&account(&ns, "client"), Duration::from_secs(600))
-        .expect("issue")
-        .credentials()
-        .expect("credentials");
-    let connector = TlsConnector::new(CredentialStore::new(client_creds), TlsSettings::default());
-    let mut tls = connector
-        .connect_to(&MeshEndpoint {
-            addr: server,
-            identity: web.clone(),
-        })
-        .await
-        .expect("mTLS to web");
-    ping(&mut tls).await.expect("echo");
-}
-
-#[tokio::test]
-async fn refusals_are_typed_and_say_why() {
-    let fixture = KubeFixture::shared().await;
-    let control = Control::start(fixture, |_| {}).await;
-    let ns = fixture.namespace("refuse", &["web", "other"]).await;
-    let web = account(&ns, "web");
-    let roots = control.running.roots_pem().as_bytes().to_vec();
-    let channel = control.plane().channel(None).expect("channel");
-    let refusal = |token: String, name: &'static str| {
+#[test]
+fn a_token_for_web_gets_webs_identity_and_the_inbound_serves_mtls_with_it() {
+    run(async {
+        let fixture = KubeFixture::shared().await;
+        let control = Control::start(fixture, |_| {}).await;
+        let ns = fixture.namespace("app", &["web", "client"]).await;
+        let web = account(&ns, "web");
+        let token = fixture.token(&ns, "web", DEFAULT_AUDIENCE, 600).await;
         let config = CertifyConfig::new(
             web.clone(),
-            token_file(fixture, &format!("{ns}-{name}"), &token),
-            roots.clone(),
+            token_file(fixture, &format!("{ns}-web"), &token),
+            control.running.roots_pem().as_bytes().to_vec(),
         );
-        let mut certifier = Certifier::new(channel.clone(), config);
-        async move {
-            match tokio::time::timeout(LIMIT, certifier.certify())
-                .await
-                .expect("in time")
-            {
-                Err(CertifyError::Refused { code, reason }) => (code, reason),
-                other => panic!("{name}: expected a refusal, got {other:?}"),
-            }
-        }
-    };
+        let mut certifier = Certifier::new(control.plane().channel(None).expect("channel"), config);
+        let (credentials, valid_until) = tokio::time::timeout(LIMIT, certifier.certify())
+            .await
+            .expect("in time")
+            .expect("certified");
+        assert_eq!(credentials.identity(), &web);
+        let left = valid_until
+            .duration_since(SystemTime::now())
+            .expect("in the future");
+        assert!(
+            left > Duration::from_secs(23 * 3600) && left <= Duration::from_secs(24 * 3600),
+            "{left:?}"
+        );
 
-    // A token for another account asking for web.
-    let (code, reason) = refusal(
-        fixture.token(&ns, "other", DEFAULT_AUDIENCE, 600).await,
-        "other",
-    )
-    .await;
-    assert_eq!(code, tonic::Code::PermissionDenied, "{reason}");
-    assert!(
-        reason.contains("sa/other") && reason.contains("sa/web"),
-        "{reason}"
-    );
-
-    // A token for web, for another audience.
-    let (code, reason) = refusal(
-        fixture.token(&ns, "web", "someone-else", 600).await,
-        "audience",
-    )
-    .await;
-    assert_eq!(code, tonic::Code::Unauthenticated, "{reason}");
-    assert!(reason.contains("audience"), "{reason}");
-
-    // A token for web that has expired (signed with the API server's own key).
-    let (code, reason) = refusal(
-        fixture.expired_token(&ns, "web", DEFAULT_AUDIENCE).await,
-        "expired",
-    )
-    .await;
-    assert_eq!(code, tonic::Code::Unauthenticated, "{reason}");
-    assert!(reason.contains("expired"), "{reason}");
-
-    // Garbage instead of a token.
-    let (code, _) = refusal("not.a.jwt".into(), "garbage").await;
-    assert_eq!(code, tonic::Code::Unauthenticated);
-
-    // A valid token for web, with a CSR that also asks for a DNS name.
-    let key = rcgen::KeyPair::generate().expect("key");
-    let mut params =
-        rcgen::CertificateParams::new(vec!["evil.example".to_owned()]).expect("params");
-    params.subject_alt_names.insert(
-        0,
-        rcgen::SanType::URI(web.as_str().try_into().expect("uri")),
-    );
-    let csr = params.serialize_request(&key).expect("csr");
-    let token = fixture.token(&ns, "web", DEFAULT_AUDIENCE, 600).await;
-    let status = IdentityClient::new(channel.clone())
-        .certify(CertifyRequest {
-            identity: web.to_string(),
-            token: token.into_bytes(),
-            certificate_signing_request: csr.der().to_vec(),
-        })
-        .await
-        .expect_err("refused");
-    assert_eq!(
-        status.code(),
-        tonic::Code::InvalidArgument,
-        "{}",
-        status.message()
-    );
-    assert!(
-        status.message().contains("evil.example"),
-        "{}",
-        status.message()
-    );
+        // The inbound serves mTLS with it: a client of the same trust domain verifies it as web.
+        let server = echo_server(CredentialStore::new(credentials)).await;
+        let client_creds = control
+            .ca
+            .issue(&account(&ns, "client"), Duration::from_secs(600))
+            .expect("issue")
+            .credentials()
+            .expect("credentials");
+        let connector =
+            TlsConnector::new(CredentialStore::new(client_creds), TlsSettings::default());
+        let mut tls = connector
+            .connect_to(&MeshEndpoint {
+                addr: server,
+                identity: web.clone(),
+            })
+            .await
+            .expect("mTLS to web");
+        ping(&mut tls).await.expect("echo");
+    })
 }
 
-#[tokio::test]
-async fn a_sixty_second_certificate_renews_under_load_without_a_failed_request() {
-    let fixture = KubeFixture::shared().await;
-    let control = Control::start(fixture, |config| {
-        config.identity.lifetime = Duration::from_secs(60)
-    })
-    .await;
-    let ns = fixture.namespace("renew", &["web", "client"]).await;
-    let web = account(&ns, "web");
-    let token = fixture.token(&ns, "web", DEFAULT_AUDIENCE, 600).await;
-    let config = CertifyConfig::new(
-        web.clone(),
-        token_file(fixture, &format!("{ns}-web"), &token),
-        control.running.roots_pem().as_bytes().to_vec(),
-    );
-    let mut certifier = Certifier::new(control.plane().channel(None).expect("channel"), config);
-    let report = certifier.report();
-    let (credentials, valid_until) = certifier.certify().await.expect("certified");
-    let first_serial = mesh_tls::serial_of(credentials.leaf()).expect("serial");
-    let store = CredentialStore::new(credentials);
-    let renewal = certifier.spawn_renewal(store.clone(), valid_until);
-    let server = echo_server(store.clone()).await;
-
-    let client_creds = control
-        .ca
-        .issue(&account(&ns, "client"), Duration::from_secs(600))
-        .expect("issue")
-        .credentials()
-        .expect("credentials");
-    let connector = Arc::new(TlsConnector::new(
-        CredentialStore::new(client_creds),
-        TlsSettings::default(),
-    ));
-    let endpoint = MeshEndpoint {
-        addr: server,
-        identity: web.clone(),
-    };
-    // A connection opened before the renewal, used after it.
-    let mut long_lived = connector.connect_to(&endpoint).await.expect("connect");
-
-    // Load: four clients each opening a fresh mTLS connection (a full handshake verifying
-    // web's certificate) and echoing over it, until the certificate has been renewed and
-    // a while after.
-    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let (ok, failed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
-    let mut clients = Vec::new();
-    for _ in 0..4 {
-        let (connector, endpoint, done, ok, failed) = (
-            Arc::clone(&connector),
-            endpoint.clone(),
-            Arc::clone(&done),
-            Arc::clone(&ok),
-            Arc::clone(&failed),
-        );
-        clients.push(tokio::spawn(async move {
-            while !done.load(Ordering::Relaxed) {
-                let result = async {
-                    let mut tls = connector
-                        .connect_to(&endpoint)
-                        .await
-                        .map_err(std::io::Error::other)?;
-                    ping(&mut tls).await
+#[test]
+fn refusals_are_typed_and_say_why() {
+    run(async {
+        let fixture = KubeFixture::shared().await;
+        let control = Control::start(fixture, |_| {}).await;
+        let ns = fixture.namespace("refuse", &["web", "other"]).await;
+        let web = account(&ns, "web");
+        let roots = control.running.roots_pem().as_bytes().to_vec();
+        let channel = control.plane().channel(None).expect("channel");
+        let refusal = |token: String, name: &'static str| {
+            let config = CertifyConfig::new(
+                web.clone(),
+                token_file(fixture, &format!("{ns}-{name}"), &token),
+                roots.clone(),
+            );
+            let mut certifier = Certifier::new(channel.clone(), config);
+            async move {
+                match tokio::time::timeout(LIMIT, certifier.certify())
+                    .await
+                    .expect("in time")
+                {
+                    Err(CertifyError::Refused { code, reason }) => (code, reason),
+                    other => panic!("{name}: expected a refusal, got {other:?}"),
                 }
-                .await;
-                match result {
-                    Ok(()) => ok.fetch_add(1, Ordering::Relaxed),
-                    Err(_) => failed.fetch_add(1, Ordering::Relaxed),
-                };
-                tokio::time::sleep(Duration::from_millis(20)).await;
             }
-        }));
-    }
-    // 70% of 60 s is 42 s; allow for a slow machine.
-    let started = Instant::now();
-    while store.rotations() == 0 && started.elapsed() < Duration::from_secs(75) {
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    done.store(true, Ordering::Relaxed);
-    for client in clients {
-        client.await.expect("client task");
-    }
-    renewal.abort();
+        };
 
-    assert!(
-        store.rotations() >= 1,
-        "renewed within 75 s: {:?}",
-        report.last_error()
-    );
-    assert_ne!(
-        mesh_tls::serial_of(store.current().leaf()).expect("serial"),
-        first_serial
-    );
-    assert!(report.certified() >= 2);
-    assert_eq!(
-        failed.load(Ordering::Relaxed),
-        0,
-        "failed requests during renewal"
-    );
-    assert!(
-        ok.load(Ordering::Relaxed) > 100,
-        "load ran: {}",
-        ok.load(Ordering::Relaxed)
-    );
-    ping(&mut long_lived)
-        .await
-        .expect("the connection from before the renewal still works");
+        // A token for another account asking for web.
+        let (code, reason) = refusal(
+            fixture.token(&ns, "other", DEFAULT_AUDIENCE, 600).await,
+            "other",
+        )
+        .await;
+        assert_eq!(code, tonic::Code::PermissionDenied, "{reason}");
+        assert!(
+            reason.contains("sa/other") && reason.contains("sa/web"),
+            "{reason}"
+        );
+
+        // A token for web, for another audience.
+        let (code, reason) = refusal(
+            fixture.token(&ns, "web", "someone-else", 600).await,
+            "audience",
+        )
+        .await;
+        assert_eq!(code, tonic::Code::Unauthenticated, "{reason}");
+        assert!(reason.contains("audience"), "{reason}");
+
+        // A token for web that has expired (signed with the API server's own key).
+        let (code, reason) = refusal(
+            fixture.expired_token(&ns, "web", DEFAULT_AUDIENCE).await,
+            "expired",
+        )
+        .await;
+        assert_eq!(code, tonic::Code::Unauthenticated, "{reason}");
+        assert!(reason.contains("expired"), "{reason}");
+
+        // Garbage instead of a token.
+        let (code, _) = refusal("not.a.jwt".into(), "garbage").await;
+        assert_eq!(code, tonic::Code::Unauthenticated);
+
+        // A valid token for web, with a CSR that also asks for a DNS name.
+        let key = rcgen::KeyPair::generate().expect("key");
+        let mut params =
+            rcgen::CertificateParams::new(vec!["evil.example".to_owned()]).expect("params");
+        params.subject_alt_names.insert(
+            0,
+            rcgen::SanType::URI(web.as_str().try_into().expect("uri")),
+        );
+        let csr = params.serialize_request(&key).expect("csr");
+        let token = fixture.token(&ns, "web", DEFAULT_AUDIENCE, 600).await;
+        let status = IdentityClient::new(channel.clone())
+            .certify(CertifyRequest {
+                identity: web.to_string(),
+                token: token.into_bytes(),
+                certificate_signing_request: csr.der().to_vec(),
+            })
+            .await
+            .expect_err("refused");
+        assert_eq!(
+            status.code(),
+            tonic::Code::InvalidArgument,
+            "{}",
+            status.message()
+        );
+        assert!(
+            status.message().contains("evil.example"),
+            "{}",
+            status.message()
+        );
+    })
+}
+
+#[test]
+fn a_sixty_second_certificate_renews_under_load_without_a_failed_request() {
+    run(async {
+        let fixture = KubeFixture::shared().await;
+        let control = Control::start(fixture, |config| {
+            config.identity.lifetime = Duration::from_secs(60)
+        })
+        .await;
+        let ns = fixture.namespace("renew", &["web", "client"]).await;
+        let web = account(&ns, "web");
+        let token = fixture.token(&ns, "web", DEFAULT_AUDIENCE, 600).await;
+        let config = CertifyConfig::new(
+            web.clone(),
+            token_file(fixture, &format!("{ns}-web"), &token),
+            control.running.roots_pem().as_bytes().to_vec(),
+        );
+        let mut certifier = Certifier::new(control.plane().channel(None).expect("channel"), config);
+        let report = certifier.report();
+        let (credentials, valid_until) = certifier.certify().await.expect("certified");
+        let first_serial = mesh_tls::serial_of(credentials.leaf()).expect("serial");
+        let store = CredentialStore::new(credentials);
+        let renewal = certifier.spawn_renewal(store.clone(), valid_until);
+        let server = echo_server(store.clone()).await;
+
+        let client_creds = control
+            .ca
+            .issue(&account(&ns, "client"), Duration::from_secs(600))
+            .expect("issue")
+            .credentials()
+            .expect("credentials");
+        let connector = Arc::new(TlsConnector::new(
+            CredentialStore::new(client_creds),
+            TlsSettings::default(),
+        ));
+        let endpoint = MeshEndpoint {
+            addr: server,
+            identity: web.clone(),
+        };
+        // A connection opened before the renewal, used after it.
+        let mut long_lived = connector.connect_to(&endpoint).await.expect("connect");
+
+        // Load: four clients each opening a fresh mTLS connection (a full handshake verifying
+        // web's certificate) and echoing over it, until the certificate has been renewed and
+        // a while after.
+        let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (ok, failed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+        let mut clients = Vec::new();
+        for _ in 0..4 {
+            let (connector, endpoint, done, ok, failed) = (
+                Arc::clone(&connector),
+                endpoint.clone(),
+                Arc::clone(&done),
+                Arc::clone(&ok),
+                Arc::clone(&failed),
+            );
+            clients.push(tokio::spawn(async move {
+                while !done.load(Ordering::Relaxed) {
+                    let result = async {
+                        let mut tls = connector
+                            .connect_to(&endpoint)
+                            .await
+                            .map_err(std::io::Error::other)?;
+                        ping(&mut tls).await
+                    }
+                    .await;
+                    match result {
+                        Ok(()) => ok.fetch_add(1, Ordering::Relaxed),
+                        Err(_) => failed.fetch_add(1, Ordering::Relaxed),
+                    };
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            }));
+        }
+        // 70% of 60 s is 42 s; allow for a slow machine.
+        let started = Instant::now();
+        while store.rotations() == 0 && started.elapsed() < Duration::from_secs(75) {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        done.store(true, Ordering::Relaxed);
+        for client in clients {
+            client.await.expect("client task");
+        }
+        renewal.abort();
+
+        assert!(
+            store.rotations() >= 1,
+            "renewed within 75 s: {:?}",
+            report.last_error()
+        );
+        assert_ne!(
+            mesh_tls::serial_of(store.current().leaf()).expect("serial"),
+            first_serial
+        );
+        assert!(report.certified() >= 2);
+        assert_eq!(
+            failed.load(Ordering::Relaxed),
+            0,
+            "failed requests during renewal"
+        );
+        assert!(
+            ok.load(Ordering::Relaxed) > 100,
+            "load ran: {}",
+            ok.load(Ordering::Relaxed)
+        );
+        ping(&mut long_lived)
+            .await
+            .expect("the connection from before the renewal still works");
+    })
 }

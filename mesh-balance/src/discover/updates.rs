@@ -52,6 +52,11 @@ impl UpdateSender {
         self.tx.send(Change::Remove(addr)).is_ok()
     }
 
+    /// Whether the stream is gone.
+    pub(crate) fn is_closed(&self) -> bool {
+        self.tx.is_closed()
+    }
+
     pub(crate) fn send(&self, change: EndpointChange) -> bool {
         self.tx.send(change).is_ok()
     }

@@ -7,8 +7,11 @@
 //! with their own namespaces ([`KubeFixture::namespace`]). The processes are tied to the test
 //! process by a pipe: when it exits, however it exits, they are killed and their files removed.
 
+mod netns;
 mod process;
 mod tokens;
+
+pub use self::netns::{TestNetns, pod_ip, run};
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};

@@ -15,6 +15,7 @@ use tokio::task::JoinHandle;
 use crate::destination::{DestinationService, Index, Synced, Watchers};
 use crate::identity::{IdentityConfig, IdentityService, Issuer, IssuerError, TokenReviewer};
 use crate::naming::service_account_identity;
+use crate::policy::{PolicyIndex, PolicyService};
 
 /// Where mesh-control runs and what it serves.
 #[derive(Clone, Debug)]
@@ -171,12 +172,14 @@ pub async fn start(
     let identity_service =
         IdentityService::new(Arc::clone(&issuer), reviewer, config.identity.clone());
     let index = Index::new(config.identity.trust_domain.clone());
-    let watchers = Watchers::start(client.clone(), index.clone());
+    let policy = PolicyIndex::new(config.identity.trust_domain.clone());
+    let watchers = Watchers::start(client.clone(), index.clone(), policy.clone());
     let synced = watchers.synced();
     let destination =
         DestinationService::new(index.clone(), synced.clone(), config.cluster_domain.clone());
     let routes = tonic::service::Routes::new(identity_service.into_server())
-        .add_service(destination.into_server());
+        .add_service(destination.into_server())
+        .add_service(PolicyService::new(policy, synced.clone()).into_server());
 
     let listener = TcpListener::bind(config.listen)
         .await

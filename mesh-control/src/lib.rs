@@ -3,6 +3,7 @@
 //! - [`identity`]: certificates for proxies, from a ServiceAccount token (proven by a
 //!   TokenReview) and a CSR, signed by the issuer in a Secret.
 //! - [`destination`]: endpoint sets for authorities, from Services, EndpointSlices and Pods.
+//! - [`policy`]: who may call which pod ports, from `MeshAuthorization` objects.
 //! - [`serve`]: the gRPC APIs of [`mesh_api`] over TLS.
 #![doc = "\n# Example\n"]
 //! ```
@@ -17,6 +18,7 @@ mod control;
 pub mod destination;
 pub mod identity;
 pub mod naming;
+pub mod policy;
 pub mod serve;
 #[cfg(feature = "test-util")]
 pub mod test_util;

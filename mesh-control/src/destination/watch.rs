@@ -1,6 +1,7 @@
-//! Keeps the index current from the API server: one watcher per kind, restarting with
-//! backoff after errors, and each (re)list replacing what the index holds of that kind, so a
-//! watch that broke (or a mesh-control that restarted) misses nothing.
+//! Keeps the indexes current from the API server: one watcher per kind, restarting with
+//! backoff after errors, and each (re)list replacing what the indexes hold of that kind, so a
+//! watch that broke (or a mesh-control that restarted) misses nothing. Pods are watched once
+//! for both destination and policy.
 
 use std::fmt::Debug;
 
@@ -8,6 +9,7 @@ use futures_util::StreamExt;
 use k8s_openapi::api::core::v1::{Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::Api;
+use kube::core::DynamicObject;
 use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::{self, Event};
 use serde::de::DeserializeOwned;
@@ -15,18 +17,37 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use super::index::Index;
+use crate::policy::PolicyIndex;
+use crate::policy::crd::api_resource;
+
+const SERVICES: usize = 0;
+const SLICES: usize = 1;
+const PODS: usize = 2;
+const AUTHORIZATIONS: usize = 3;
 
 /// Whether each kind has been listed in full at least once.
 #[derive(Clone, Debug)]
-pub struct Synced(watch::Receiver<[bool; 3]>);
+pub struct Synced(watch::Receiver<[bool; 4]>);
 
 impl Synced {
-    /// Waits until Services, EndpointSlices and Pods have all been listed.
-    pub async fn wait(&mut self) {
-        let _ = self.0.wait_for(|kinds| kinds.iter().all(|k| *k)).await;
+    async fn wait_for(&mut self, kinds: &[usize]) {
+        let _ = self
+            .0
+            .wait_for(|listed| kinds.iter().all(|k| listed[*k]))
+            .await;
     }
 
-    /// Whether they have.
+    /// Waits until Services, EndpointSlices and Pods have been listed.
+    pub async fn wait(&mut self) {
+        self.wait_for(&[SERVICES, SLICES, PODS]).await;
+    }
+
+    /// Waits until Pods and MeshAuthorizations have been listed (the CRD must exist).
+    pub async fn wait_policy(&mut self) {
+        self.wait_for(&[PODS, AUTHORIZATIONS]).await;
+    }
+
+    /// Whether everything has been listed.
     pub fn is_synced(&self) -> bool {
         self.0.borrow().iter().all(|k| *k)
     }
@@ -47,43 +68,70 @@ impl Drop for Watchers {
     }
 }
 
+/// What a watcher does with each kind of event.
+struct Ops<K> {
+    apply: Box<dyn Fn(K) + Send>,
+    delete: Box<dyn Fn(&K) + Send>,
+    replace: Box<dyn Fn(Vec<K>) + Send>,
+}
+
 impl Watchers {
-    /// Starts watching every namespace with `client` into `index`.
-    pub fn start(client: kube::Client, index: Index) -> Self {
-        let (tx, rx) = watch::channel([false; 3]);
+    /// Starts watching every namespace with `client` into `index` and `policy`.
+    pub fn start(client: kube::Client, index: Index, policy: PolicyIndex) -> Self {
+        let (tx, rx) = watch::channel([false; 4]);
+        let (i1, i2, i3) = (index.clone(), index.clone(), index.clone());
+        let services = Ops {
+            apply: Box::new(move |s| i1.apply_service(s)),
+            delete: Box::new(move |s| i2.delete_service(s)),
+            replace: Box::new(move |s| i3.replace_services(s)),
+        };
+        let (i1, i2, i3) = (index.clone(), index.clone(), index.clone());
+        let slices = Ops {
+            apply: Box::new(move |s| i1.apply_slice(s)),
+            delete: Box::new(move |s| i2.delete_slice(s)),
+            replace: Box::new(move |s| i3.replace_slices(s)),
+        };
+        let (i1, i2, i3) = (index.clone(), index.clone(), index);
+        let (p1, p2, p3) = (policy.clone(), policy.clone(), policy.clone());
+        let pods = Ops {
+            apply: Box::new(move |p: Pod| {
+                p1.apply_pod(&p);
+                i1.apply_pod(p);
+            }),
+            delete: Box::new(move |p| {
+                p2.delete_pod(p);
+                i2.delete_pod(p);
+            }),
+            replace: Box::new(move |p: Vec<Pod>| {
+                p3.replace_pods(&p);
+                i3.replace_pods(p);
+            }),
+        };
+        let (p1, p2, p3) = (policy.clone(), policy.clone(), policy);
+        let authorizations = Ops {
+            apply: Box::new(move |a| p1.apply_authorization(a)),
+            delete: Box::new(move |a| p2.delete_authorization(a)),
+            replace: Box::new(move |a| p3.replace_authorizations(a)),
+        };
         let tasks = vec![
             spawn(
                 Api::<Service>::all(client.clone()),
-                index.clone(),
                 tx.clone(),
-                0,
-                Ops {
-                    apply: Index::apply_service,
-                    delete: Index::delete_service,
-                    replace: Index::replace_services,
-                },
+                SERVICES,
+                services,
             ),
             spawn(
                 Api::<EndpointSlice>::all(client.clone()),
-                index.clone(),
                 tx.clone(),
-                1,
-                Ops {
-                    apply: Index::apply_slice,
-                    delete: Index::delete_slice,
-                    replace: Index::replace_slices,
-                },
+                SLICES,
+                slices,
             ),
+            spawn(Api::<Pod>::all(client.clone()), tx.clone(), PODS, pods),
             spawn(
-                Api::<Pod>::all(client),
-                index,
+                Api::<DynamicObject>::all_with(client, &api_resource()),
                 tx,
-                2,
-                Ops {
-                    apply: Index::apply_pod,
-                    delete: Index::delete_pod,
-                    replace: Index::replace_pods,
-                },
+                AUTHORIZATIONS,
+                authorizations,
             ),
         ];
         Self {
@@ -98,42 +146,32 @@ impl Watchers {
     }
 }
 
-struct Ops<K> {
-    apply: fn(&Index, K),
-    delete: fn(&Index, &K),
-    replace: fn(&Index, Vec<K>),
-}
-
 fn spawn<K>(
     api: Api<K>,
-    index: Index,
-    synced: watch::Sender<[bool; 3]>,
+    synced: watch::Sender<[bool; 4]>,
     slot: usize,
     ops: Ops<K>,
 ) -> JoinHandle<()>
 where
     K: kube::Resource + Clone + DeserializeOwned + Debug + Send + 'static,
-    K::DynamicType: Default,
 {
     tokio::spawn(async move {
-        let kind = K::kind(&K::DynamicType::default()).into_owned();
         let mut events = watcher::watcher(api, watcher::Config::default())
             .default_backoff()
             .boxed();
         let mut listing: Vec<K> = Vec::new();
         while let Some(event) = events.next().await {
             match event {
-                Ok(Event::Apply(object)) => (ops.apply)(&index, object),
-                Ok(Event::Delete(object)) => (ops.delete)(&index, &object),
+                Ok(Event::Apply(object)) => (ops.apply)(object),
+                Ok(Event::Delete(object)) => (ops.delete)(&object),
                 Ok(Event::Init) => listing.clear(),
                 Ok(Event::InitApply(object)) => listing.push(object),
                 Ok(Event::InitDone) => {
-                    (ops.replace)(&index, std::mem::take(&mut listing));
+                    (ops.replace)(std::mem::take(&mut listing));
                     synced.send_modify(|kinds| kinds[slot] = true);
-                    tracing::debug!(%kind, "listed");
                 }
-                // The stream retries with backoff; the index keeps what it had meanwhile.
-                Err(error) => tracing::warn!(%kind, %error, "watch failed; retrying"),
+                // The stream retries with backoff; the indexes keep what they had meanwhile.
+                Err(error) => tracing::warn!(slot, %error, "watch failed; retrying"),
             }
         }
     })

@@ -8,6 +8,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
+use arc_swap::ArcSwap;
 use bytes::Bytes;
 use http::{HeaderValue, Request, Response, StatusCode, header};
 use mesh_core::PeerIdentity;
@@ -46,15 +47,43 @@ pub use self::policy::{AuthzPolicy, IdentityPattern, PatternError};
 /// ```
 #[derive(Clone, Debug)]
 pub struct AuthorizeLayer {
-    policy: Arc<AuthzPolicy>,
+    policy: SharedPolicy,
 }
 
 impl AuthorizeLayer {
     /// Enforces `policy`.
     pub fn new(policy: AuthzPolicy) -> Self {
         Self {
-            policy: Arc::new(policy),
+            policy: SharedPolicy::new(policy),
         }
+    }
+
+    /// Enforces whatever `policy` holds when each request arrives: a policy streamed from a
+    /// control plane applies to the next request, without a restart.
+    pub fn shared(policy: SharedPolicy) -> Self {
+        Self { policy }
+    }
+}
+
+/// A policy that can be replaced while services enforce it. Reading it costs an atomic load
+/// (arc-swap), no lock.
+#[derive(Clone, Debug, Default)]
+pub struct SharedPolicy(Arc<ArcSwap<AuthzPolicy>>);
+
+impl SharedPolicy {
+    /// Holds `policy` to begin with.
+    pub fn new(policy: AuthzPolicy) -> Self {
+        Self(Arc::new(ArcSwap::from_pointee(policy)))
+    }
+
+    /// Replaces it; requests arriving from now on are decided by `policy`.
+    pub fn replace(&self, policy: AuthzPolicy) {
+        self.0.store(Arc::new(policy));
+    }
+
+    /// The policy now.
+    pub fn current(&self) -> Arc<AuthzPolicy> {
+        self.0.load_full()
     }
 }
 
@@ -64,7 +93,7 @@ impl<S> Layer<S> for AuthorizeLayer {
     fn layer(&self, inner: S) -> Self::Service {
         Authorize {
             inner,
-            policy: Arc::clone(&self.policy),
+            policy: self.policy.clone(),
         }
     }
 }
@@ -73,7 +102,7 @@ impl<S> Layer<S> for AuthorizeLayer {
 #[derive(Clone, Debug)]
 pub struct Authorize<S> {
     inner: S,
-    policy: Arc<AuthzPolicy>,
+    policy: SharedPolicy,
 }
 
 impl<S, ReqB, ResB> Service<Request<ReqB>> for Authorize<S>
@@ -90,7 +119,7 @@ where
 
     fn call(&mut self, req: Request<ReqB>) -> Self::Future {
         let peer = PeerIdentity::of(&req);
-        if self.policy.permits(peer) {
+        if self.policy.0.load().permits(peer) {
             return ResponseFuture::Inner(self.inner.call(req));
         }
         let who = peer.map_or_else(|| "no peer".to_owned(), ToString::to_string);

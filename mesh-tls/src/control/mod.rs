@@ -7,11 +7,17 @@
 //! - [`Certifier`]: makes a key (it never leaves the process), sends a CSR with the projected
 //!   ServiceAccount token, and keeps the [`CredentialStore`] current, renewing at 70% of each
 //!   certificate's lifetime with backoff on failure. Open connections keep their session.
+//! - [`follow_policy`]: the inbound authorization of a pod's port, from the policy API, into
+//!   a [`SharedPolicy`](crate::authz::SharedPolicy) that [`AuthorizeLayer::shared`] enforces.
+//!
+//! [`AuthorizeLayer::shared`]: crate::authz::AuthorizeLayer::shared
 //!
 //! [`CredentialStore`]: crate::CredentialStore
 
 mod certify;
 mod channel;
+mod policy;
 
 pub use self::certify::{Certifier, CertifierReport, CertifyConfig, CertifyError};
 pub use self::channel::{ControlPlane, ControlPlaneError};
+pub use self::policy::{PolicyConfig, PolicyReport, follow_policy};

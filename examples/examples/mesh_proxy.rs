@@ -15,8 +15,12 @@ use examples::proxy::{Config, Proxy};
 #[command(name = "mesh-proxy", version)]
 struct Args {
     /// The TOML configuration (see examples/mesh-proxy.toml for every setting).
-    #[arg(long, short)]
-    config: PathBuf,
+    #[arg(long, short, required_unless_present = "config_env")]
+    config: Option<PathBuf>,
+    /// Read the configuration from this environment variable instead (as the injector
+    /// writes it). `MESH_POD_NAME` and `MESH_POD_NAMESPACE`, when set, fill `[workload]`.
+    #[arg(long, conflicts_with = "config")]
+    config_env: Option<String>,
     /// Only check the configuration, then exit.
     #[arg(long)]
     check: bool,
@@ -31,15 +35,37 @@ fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
-    let config = match Config::load(&args.config) {
+    let (loaded, source) = match (&args.config, &args.config_env) {
+        (Some(path), _) => (Config::load(path), path.display().to_string()),
+        (None, Some(var)) => {
+            let text = std::env::var(var).unwrap_or_default();
+            (
+                Config::parse(&text, std::path::Path::new(&format!("${var}"))),
+                format!("${var}"),
+            )
+        }
+        (None, None) => {
+            eprintln!("mesh-proxy: give --config FILE or --config-env VAR");
+            return ExitCode::from(2);
+        }
+    };
+    let mut config = match loaded {
         Ok(config) => config,
         Err(e) => {
             eprintln!("mesh-proxy: configuration error: {e}");
             return ExitCode::from(2);
         }
     };
+    // The downward API's pod name and namespace (a pod's name is not known when it is
+    // injected).
+    if let Ok(pod) = std::env::var("MESH_POD_NAME") {
+        config.workload.pod = pod;
+    }
+    if let Ok(namespace) = std::env::var("MESH_POD_NAMESPACE") {
+        config.workload.namespace = namespace;
+    }
     if args.check {
-        println!("{}: ok", args.config.display());
+        println!("{source}: ok");
         return ExitCode::SUCCESS;
     }
     let runtime = match tokio::runtime::Runtime::new() {

@@ -35,6 +35,26 @@ pub struct ControlConfig {
     /// The cluster's DNS domain, for authorities like `web.default.svc.cluster.local`.
     /// `cluster.local` by default.
     pub cluster_domain: String,
+    /// Renew the heartbeat Lease every 10 s (what `check` reads). On by default.
+    pub heartbeat: bool,
+    /// Serve the injector webhook.
+    pub webhook: Option<WebhookSettings>,
+}
+
+/// The injector webhook's settings.
+#[derive(Clone, Debug)]
+pub struct WebhookSettings {
+    /// Where it listens. `0.0.0.0:8443` in a cluster.
+    pub listen: SocketAddr,
+    /// The DNS names of its serving certificate (the API server checks the one it calls):
+    /// `mesh-control.<namespace>.svc` in a cluster.
+    pub names: Vec<String>,
+    /// The proxy image it injects.
+    pub proxy_image: String,
+    /// mesh-control's address as injected proxies reach it.
+    pub control_addr: String,
+    /// Native sidecars or not; `None` asks the API server's version (1.29 and later).
+    pub native_sidecar: Option<bool>,
 }
 
 impl ControlConfig {
@@ -47,6 +67,8 @@ impl ControlConfig {
             identity: IdentityConfig::new(trust_domain),
             listen: SocketAddr::from(([0, 0, 0, 0], 8086)),
             cluster_domain: "cluster.local".into(),
+            heartbeat: true,
+            webhook: None,
         }
     }
 
@@ -89,6 +111,8 @@ pub struct RunningControl {
     identity: Identity,
     roots_pem: String,
     serve: JoinHandle<()>,
+    side_tasks: Vec<JoinHandle<()>>,
+    webhook: Option<SocketAddr>,
     index: Index,
     synced: Synced,
     _watchers: Watchers,
@@ -110,6 +134,11 @@ impl RunningControl {
         &self.roots_pem
     }
 
+    /// Where the injector webhook listens, if it is served.
+    pub fn webhook_addr(&self) -> Option<SocketAddr> {
+        self.webhook
+    }
+
     /// The destination index (for the admin page and tests).
     pub fn index(&self) -> &Index {
         &self.index
@@ -125,12 +154,19 @@ impl RunningControl {
     pub async fn stop(mut self) {
         self.serve.abort();
         let _ = (&mut self.serve).await;
+        for task in std::mem::take(&mut self.side_tasks) {
+            task.abort();
+            let _ = task.await;
+        }
     }
 }
 
 impl Drop for RunningControl {
     fn drop(&mut self) {
         self.serve.abort();
+        for task in &self.side_tasks {
+            task.abort();
+        }
     }
 }
 
@@ -192,14 +228,110 @@ pub async fn start(
         source,
     })?;
     let serve = tokio::spawn(crate::serve::serve_tls(routes, listener, acceptor));
+    let mut side_tasks = Vec::new();
+    if config.heartbeat {
+        side_tasks.push(tokio::spawn(heartbeat(
+            client.clone(),
+            config.namespace.clone(),
+            identity.to_string(),
+        )));
+    }
+    let mut webhook_addr = None;
+    if let Some(settings) = &config.webhook {
+        let native_sidecar = match settings.native_sidecar {
+            Some(native) => native,
+            None => supports_native_sidecars(&client).await,
+        };
+        let inject = crate::inject::InjectConfig {
+            proxy_image: settings.proxy_image.clone(),
+            control_addr: settings.control_addr.clone(),
+            control_identity: identity.to_string(),
+            trust_roots_pem: issuer.roots_pem.clone(),
+            trust_domain: config.identity.trust_domain.clone(),
+            token_audience: config.identity.audience.clone(),
+            native_sidecar,
+        };
+        let cert = issuer
+            .ca
+            .issue_server(&settings.names, OWN_CERT_LIFETIME)
+            .map_err(|e| certificate(&e))?;
+        let tls = crate::webhook::tls_config(&cert).map_err(StartError::Certificate)?;
+        let listener =
+            TcpListener::bind(settings.listen)
+                .await
+                .map_err(|source| StartError::Listen {
+                    addr: settings.listen,
+                    source,
+                })?;
+        webhook_addr = listener.local_addr().ok();
+        let injector = crate::webhook::Injector::new(client.clone(), inject);
+        side_tasks.push(tokio::spawn(crate::webhook::serve(
+            listener,
+            Arc::new(tls),
+            injector,
+        )));
+    }
     tracing::info!(%addr, %identity, "mesh-control serving");
     Ok(RunningControl {
         addr,
         identity,
         roots_pem: issuer.roots_pem.clone(),
         serve,
+        side_tasks,
+        webhook: webhook_addr,
         index,
         synced,
         _watchers: watchers,
     })
+}
+
+/// How often the heartbeat Lease is renewed.
+const HEARTBEAT_EVERY: Duration = Duration::from_secs(10);
+
+/// Renews the heartbeat Lease `check` reads, every 10 s, for as long as it runs.
+async fn heartbeat(client: kube::Client, namespace: String, holder: String) {
+    use k8s_openapi::api::coordination::v1::Lease;
+    use kube::api::{Api, Patch, PatchParams};
+    let leases: Api<Lease> = Api::namespaced(client, &namespace);
+    let params = PatchParams::apply("mesh-control").force();
+    loop {
+        let now = k8s_openapi::jiff::Timestamp::now();
+        let lease = serde_json::json!({
+            "apiVersion": "coordination.k8s.io/v1",
+            "kind": "Lease",
+            "metadata": { "name": crate::install::HEARTBEAT_LEASE, "namespace": namespace },
+            "spec": {
+                "holderIdentity": holder,
+                "leaseDurationSeconds": 30,
+                "renewTime": k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime(now),
+            }
+        });
+        if let Err(error) = leases
+            .patch(
+                crate::install::HEARTBEAT_LEASE,
+                &params,
+                &Patch::Apply(&lease),
+            )
+            .await
+        {
+            tracing::warn!(%error, "heartbeat not renewed");
+        }
+        tokio::time::sleep(HEARTBEAT_EVERY).await;
+    }
+}
+
+/// Whether the API server is 1.29 or later (native sidecars: init containers with
+/// `restartPolicy: Always`).
+async fn supports_native_sidecars(client: &kube::Client) -> bool {
+    match client.apiserver_version().await {
+        Ok(version) => {
+            let major: u32 = version.major.trim_end_matches('+').parse().unwrap_or(0);
+            let minor: u32 = version.minor.trim_end_matches('+').parse().unwrap_or(0);
+            (major, minor) >= (1, 29)
+        }
+        Err(error) => {
+            tracing::warn!(%error, "cannot read the API server version; injecting plain containers");
+            false
+        }
+    }
 }

@@ -4,6 +4,8 @@
 //!   TokenReview) and a CSR, signed by the issuer in a Secret.
 //! - [`destination`]: endpoint sets for authorities, from Services, EndpointSlices and Pods.
 //! - [`policy`]: who may call which pod ports, from `MeshAuthorization` objects.
+//! - [`install`], [`inject`] and [`webhook`], [`check`]: the manifests, the injector (offline
+//!   and as a mutating webhook), and what is missing or broken in a cluster.
 //! - [`serve`]: the gRPC APIs of [`mesh_api`] over TLS.
 #![doc = "\n# Example\n"]
 //! ```
@@ -14,13 +16,17 @@
 //! # Ok::<_, mesh_core::IdentityError>(())
 //! ```
 
+pub mod check;
 mod control;
 pub mod destination;
 pub mod identity;
+pub mod inject;
+pub mod install;
 pub mod naming;
 pub mod policy;
 pub mod serve;
 #[cfg(feature = "test-util")]
 pub mod test_util;
+pub mod webhook;
 
-pub use self::control::{ControlConfig, RunningControl, StartError, start};
+pub use self::control::{ControlConfig, RunningControl, StartError, WebhookSettings, start};

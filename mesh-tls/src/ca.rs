@@ -56,6 +56,9 @@ pub enum CaError {
     /// The validity window is empty.
     #[error("the validity window ends before it starts")]
     Validity,
+    /// A server certificate needs at least one name.
+    #[error("a server certificate needs at least one DNS name")]
+    NoNames,
 }
 
 /// A development CA: a self-signed trust root and its key, issuing workload certificates.
@@ -219,6 +222,48 @@ impl DevCa {
             roots_pem: self.root_pem.clone(),
         })
     }
+}
+
+impl DevCa {
+    /// Issues a plain TLS server certificate for DNS `names` (a webhook's, say, which the
+    /// Kubernetes API server verifies by host name), valid from now for `validity`.
+    pub fn issue_server(
+        &self,
+        names: &[String],
+        validity: Duration,
+    ) -> Result<ServerCert, CaError> {
+        let first = names.first().ok_or(CaError::NoNames)?;
+        let key = KeyPair::generate_for(self.algorithm.rcgen())?;
+        let mut params = CertificateParams::new(names.to_vec())?;
+        params.distinguished_name = DistinguishedName::new();
+        params
+            .distinguished_name
+            .push(DnType::CommonName, first.clone());
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        params.use_authority_key_identifier_extension = true;
+        let now = SystemTime::now();
+        params.not_before = (now - BACKDATE).into();
+        params.not_after = (now + validity).into();
+        params.serial_number = Some(random_serial());
+        let cert = params.signed_by(&key, &self.issuer)?;
+        Ok(ServerCert {
+            cert_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
+            roots_pem: self.root_pem.clone(),
+        })
+    }
+}
+
+/// A TLS server certificate by host name (not a workload identity), its key, and the root.
+#[derive(Clone, Debug)]
+pub struct ServerCert {
+    /// The certificate.
+    pub cert_pem: String,
+    /// The private key (PKCS#8).
+    pub key_pem: String,
+    /// The CA's certificate: what a client (the API server's `caBundle`) trusts.
+    pub roots_pem: String,
 }
 
 /// What every workload certificate says: the identity as its one SAN (URI for SPIFFE, DNS

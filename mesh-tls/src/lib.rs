@@ -71,7 +71,7 @@ mod settings;
 mod store;
 mod verify;
 
-pub use self::ca::{CaError, DevCa, Issued, KeyAlgorithm};
+pub use self::ca::{CaError, DevCa, Issued, KeyAlgorithm, ServerCert};
 pub use self::client::{
     HandshakeError, MeshConnection, MeshConnector, MeshEndpoint, NoEndpoint, ResolveEndpoint,
     StaticEndpoints, TlsConnector,

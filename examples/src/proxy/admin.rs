@@ -30,6 +30,10 @@ pub(crate) struct Admin {
     pub(crate) snapshots: Vec<(String, &'static str, SnapshotFn)>,
     pub(crate) config: Config,
     pub(crate) drain: Arc<Drain>,
+    /// The outbound routes, for the authorities discovered through the control plane.
+    pub(crate) routes: super::resolve::OutboundRoutes,
+    /// The control plane's certification, in Kubernetes mode.
+    pub(crate) certifier: Option<mesh_tls::control::CertifierReport>,
 }
 
 /// Serves the admin pages until the task is aborted (the admin listener outlives draining, so
@@ -115,7 +119,23 @@ impl Admin {
                 json!({ "service": name, "protocol": protocol, "endpoints": endpoints })
             })
             .collect();
-        json!({ "services": services })
+        let discovered: Vec<_> = self
+            .routes
+            .discovered()
+            .into_iter()
+            .map(|(authority, endpoints)| json!({ "authority": authority, "endpoints": endpoints }))
+            .collect();
+        let certifier = self.certifier.as_ref().map(|report| {
+            json!({
+                "certified": report.certified(),
+                "failures": report.failures(),
+                "last_error": report.last_error(),
+                "valid_until_unix": report.valid_until()
+                    .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                    .map(|d| d.as_secs()),
+            })
+        });
+        json!({ "services": services, "discovered": discovered, "certificate": certifier })
     }
 }
 

@@ -18,8 +18,13 @@ pub struct Config {
     /// Who this proxy speaks for; these labels go on every metric.
     #[serde(default)]
     pub workload: Workload,
-    /// Where this workload's certificate, key and trust roots are.
+    /// Where this workload's certificate, key and trust roots are, or (with `[control]`) the
+    /// identity to ask the control plane for.
     pub identity: IdentityConfig,
+    /// The control plane: with it, the certificate comes from its identity API, outbound
+    /// authorities without a `[[service]]` are resolved through its destination API, and the
+    /// inbound policy comes from its policy API.
+    pub control: Option<Control>,
     /// The admin listener.
     pub admin: Admin,
     /// The listener the mesh sends to, in front of the local app.
@@ -54,10 +59,38 @@ pub struct Workload {
 #[serde(deny_unknown_fields)]
 pub struct IdentityConfig {
     /// A directory holding `cert.pem`, `key.pem` and `roots.pem`, relative to the config file.
-    pub dir: PathBuf,
+    /// Required unless `[control]` is set.
+    pub dir: Option<PathBuf>,
+    /// With `[control]`: the identity to ask for (`spiffe://<trust domain>/ns/<ns>/sa/<sa>`),
+    /// which the token must prove.
+    pub name: Option<Id>,
     /// How often the files are checked for rotation (default 5 s).
     #[serde(default = "five_seconds")]
     pub reload_interval: Dur,
+}
+
+/// The control plane (mesh-control) and how this proxy proves itself to it.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Control {
+    /// Its gRPC address.
+    pub addr: Addr,
+    /// The identity it must present.
+    pub identity: Id,
+    /// A file of the trust roots (PEM) its certificate and every peer's chain to; relative to
+    /// the config file. Give this or `roots_pem`.
+    pub roots: Option<PathBuf>,
+    /// The trust roots themselves, PEM (as the injector writes them).
+    pub roots_pem: Option<String>,
+    /// The projected ServiceAccount token (re-read at each renewal); relative to the config
+    /// file.
+    pub token: PathBuf,
+    /// The response deadline of services resolved through it (default 10 s).
+    #[serde(default = "ten_seconds")]
+    pub timeout: Dur,
+    /// Retries for services resolved through it.
+    #[serde(default)]
+    pub retry: Retry,
 }
 
 /// The admin listener.
@@ -323,7 +356,15 @@ impl Config {
         })?;
         let mut config = Self::parse(&text, path)?;
         let base = path.parent().unwrap_or(Path::new("."));
-        config.identity.dir = base.join(&config.identity.dir);
+        if let Some(dir) = &mut config.identity.dir {
+            *dir = base.join(&*dir);
+        }
+        if let Some(control) = &mut config.control {
+            if let Some(roots) = &mut control.roots {
+                *roots = base.join(&*roots);
+            }
+            control.token = base.join(&control.token);
+        }
         for service in &mut config.services {
             if let Some(file) = &mut service.endpoints_file {
                 *file = base.join(&*file);
@@ -370,6 +411,41 @@ impl Config {
     /// Checks what one key alone cannot: references between sections, duplicates, and each
     /// service's discovery source.
     fn check(&self) -> Result<(), Mistake> {
+        match (&self.control, &self.identity.dir, &self.identity.name) {
+            (None, None, _) => {
+                return Err(Mistake::missing(
+                    "identity.dir",
+                    "required unless `[control]` gives the identity",
+                ));
+            }
+            (None, Some(_), Some(_)) => {
+                return Err(Mistake::missing(
+                    "identity.name",
+                    "only with `[control]`: without it, the name is the certificate's",
+                ));
+            }
+            (Some(_), _, None) => {
+                return Err(Mistake::missing(
+                    "identity.name",
+                    "required with `[control]`: the identity to ask the control plane for",
+                ));
+            }
+            (Some(_), Some(_), Some(_)) => {
+                return Err(Mistake::missing(
+                    "identity.dir",
+                    "not with `[control]`: the certificate comes from the control plane",
+                ));
+            }
+            _ => {}
+        }
+        if let Some(control) = &self.control {
+            if control.roots.is_some() == control.roots_pem.is_some() {
+                return Err(Mistake::missing(
+                    "control.roots",
+                    "give exactly one of `roots` (a file) or `roots_pem`",
+                ));
+            }
+        }
         let mut names = HashSet::new();
         let mut authorities = HashSet::new();
         for service in &self.services {
@@ -454,6 +530,15 @@ struct Mistake {
 }
 
 impl Mistake {
+    /// A mistake that is an absence (or a combination), placed by its key alone.
+    fn missing(key: &str, message: &str) -> Self {
+        Self {
+            span: None,
+            key: key.into(),
+            message: message.into(),
+        }
+    }
+
     fn at<T>(value: &Spanned<T>, key: &str, message: &str) -> Self {
         Self {
             span: Some(value.span()),

@@ -15,7 +15,7 @@ use mesh_core::orig_proto::OrigProtoDowngradeLayer;
 use mesh_core::route::RouteTable;
 use mesh_core::serve::serve_connection;
 use mesh_metrics::{Direction, HttpLabels, MetricsLayer};
-use mesh_tls::authz::{AuthorizeLayer, AuthzPolicy};
+use mesh_tls::authz::{AuthorizeLayer, AuthzPolicy, SharedPolicy};
 use mesh_tls::{
     Accepted, ForwardIdentity, ForwardIdentityLayer, Negotiated, SetPeerIdentityLayer, TlsAcceptor,
 };
@@ -35,7 +35,7 @@ type AppClient = DualClient<FixedConnector, Incoming>;
 #[derive(Clone)]
 pub(crate) struct Inbound<C> {
     acceptor: TlsAcceptor,
-    policy: AuthzPolicy,
+    policy: SharedPolicy,
     app: AppClient,
     /// Where the app learns who called.
     identity_header: HeaderName,
@@ -48,16 +48,22 @@ pub(crate) struct Inbound<C> {
 }
 
 impl<C: ProxyClassify> Inbound<C> {
-    /// The inbound side as configured.
+    /// The inbound side as configured; `policy`, when given (from the control plane), replaces
+    /// the configured authorization.
     pub(crate) fn new(
         config: &config::Inbound,
         acceptor: TlsAcceptor,
         shared: Shared,
         classify: C,
+        policy: Option<SharedPolicy>,
     ) -> Result<Self, super::StartError> {
-        let patterns = config.authorize.iter().map(|p| p.get_ref().0.clone());
-        let policy = AuthzPolicy::from_patterns(patterns)
-            .allow_unauthenticated(config.allow_unauthenticated);
+        let policy = policy.unwrap_or_else(|| {
+            let patterns = config.authorize.iter().map(|p| p.get_ref().0.clone());
+            SharedPolicy::new(
+                AuthzPolicy::from_patterns(patterns)
+                    .allow_unauthenticated(config.allow_unauthenticated),
+            )
+        });
         let header = config.identity_header.0.clone();
         Ok(Self {
             acceptor,
@@ -131,7 +137,7 @@ impl<C: ProxyClassify> Inbound<C> {
                 .layer(metrics)
                 // The one classification, above authorization so that refusals count too.
                 .layer(ClassifyLayer::new(self.classify.clone(), ()))
-                .layer(AuthorizeLayer::new(self.policy.clone()))
+                .layer(AuthorizeLayer::shared(self.policy.clone()))
                 .layer(OrigProtoDowngradeLayer::default())
                 .layer(ForwardIdentityLayer::new(ForwardIdentity::new(
                     self.identity_header.clone(),
@@ -142,7 +148,7 @@ impl<C: ProxyClassify> Inbound<C> {
         // Opaque bytes have no requests to refuse one by one: the peer is authorized once, for
         // the whole connection, before anything reaches the app.
         let app = self.opaque_app;
-        let permitted = self.policy.permits(Some(&peer));
+        let permitted = self.policy.current().permits(Some(&peer));
         match negotiated {
             Negotiated::Http2 => {
                 return serve_connection(io, Version::HTTP_2, service, drain).await;

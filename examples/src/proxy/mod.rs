@@ -39,11 +39,13 @@
 
 mod admin;
 pub mod config;
+mod control;
 mod discovery;
 mod edge;
 mod endpoint;
 mod inbound;
 mod outbound;
+mod resolve;
 mod serve;
 mod tcp;
 mod upgrade;
@@ -101,6 +103,9 @@ pub enum StartError {
     /// The workload labels were refused.
     #[error("workload labels: {0}")]
     Labels(String),
+    /// The control plane settings cannot be used.
+    #[error("control plane: {0}")]
+    Control(String),
 }
 
 /// A proxy, configured; [`Proxy::start`] binds and runs it.
@@ -171,9 +176,26 @@ impl Proxy {
         config: Config,
         classify: C,
     ) -> Result<Running, StartError> {
-        let files = CredentialFiles::in_dir(&config.identity.dir);
-        let store = CredentialStore::from_files(&files)?;
-        let watcher = store.watch(files, config.identity.reload_interval.0);
+        let (store, identity_task, link) =
+            match (&config.control, &config.identity.dir, &config.identity.name) {
+                (Some(control), _, Some(name)) => {
+                    let (store, renewal, link) = control::connect(control, &name.0).await?;
+                    (store, renewal, Some(link))
+                }
+                (_, Some(dir), _) => {
+                    let files = CredentialFiles::in_dir(dir);
+                    let store = CredentialStore::from_files(&files)?;
+                    let watcher = store.watch(files, config.identity.reload_interval.0);
+                    (store, watcher, None)
+                }
+                // Config::check refuses every other combination.
+                _ => {
+                    return Err(StartError::Control(
+                        "no identity: give `identity.dir`, or `[control]` and `identity.name`"
+                            .into(),
+                    ));
+                }
+            };
         let consts = ConstLabels::new([
             ("namespace", config.workload.namespace.as_str()),
             ("deployment", config.workload.deployment.as_str()),
@@ -188,9 +210,14 @@ impl Proxy {
         };
         let (drain, _first) = Drain::new();
         let drain = Arc::new(drain);
-        let mut tasks = vec![watcher];
+        let mut tasks = vec![identity_task];
 
         let services = outbound::services(&config, &shared, &classify)?;
+        let resolver = match (&link, &config.control) {
+            (Some(link), Some(control)) => Some(resolver(control, link, &shared, &classify)?),
+            _ => None,
+        };
+        let routes = resolve::OutboundRoutes::new(services.router.clone(), resolver);
         let mut running_outbound = None;
         let mut tcp_addrs = Vec::new();
         if let Some(out) = &config.outbound {
@@ -203,7 +230,7 @@ impl Proxy {
             tasks.push(tokio::spawn(outbound::serve(
                 listener,
                 out.clone(),
-                services.router.clone(),
+                routes.clone(),
                 opaque,
                 shared.clone(),
                 drain.watch(),
@@ -234,7 +261,26 @@ impl Proxy {
                 .detect_timeout(inb.detect_timeout.0)
                 .alpn([&b"h2"[..], b"http/1.1", mesh_tls::OPAQUE_ALPN]);
             let acceptor = TlsAcceptor::new(store.clone(), settings)?;
-            let inbound = inbound::Inbound::new(inb, acceptor, shared.clone(), classify)?;
+            let policy = match &link {
+                Some(link) => {
+                    // Nobody is admitted until the control plane's first answer.
+                    let policy = mesh_tls::authz::SharedPolicy::default();
+                    let follow = mesh_tls::control::PolicyConfig::new(
+                        &config.workload.namespace,
+                        &config.workload.pod,
+                        inb.app.0.port(),
+                    );
+                    let (task, _report) = mesh_tls::control::follow_policy(
+                        link.channel.clone(),
+                        follow,
+                        policy.clone(),
+                    );
+                    tasks.push(task);
+                    Some(policy)
+                }
+                None => None,
+            };
+            let inbound = inbound::Inbound::new(inb, acceptor, shared.clone(), classify, policy)?;
             let listener = bind("inbound", inb.listen.0).await?;
             running_inbound = Some(local_addr(&listener, inb.listen.0));
             tasks.push(tokio::spawn(inbound.serve(listener, drain.watch())));
@@ -251,6 +297,8 @@ impl Proxy {
             snapshots: services.snapshots.clone(),
             config,
             drain: Arc::clone(&drain),
+            routes: routes.clone(),
+            certifier: link.as_ref().map(|l| l.report.clone()),
         };
         tasks.push(tokio::spawn(admin::serve(admin_listener, Arc::new(admin))));
         Ok(Running {
@@ -306,6 +354,58 @@ impl Running {
         }
         drained
     }
+}
+
+/// The resolver of authorities no `[[service]]` names, through the destination API, each
+/// with the same stack as a configured service.
+fn resolver<C: ProxyClassify>(
+    control: &config::Control,
+    link: &control::ControlLink,
+    shared: &Shared,
+    classify: &C,
+) -> Result<resolve::Resolver, StartError> {
+    control
+        .retry
+        .budget()
+        .map_err(|e| StartError::Retry("control.retry".into(), e))?;
+    let template = config::Service {
+        name: toml::Spanned::new(0..0, String::new()),
+        authorities: Vec::new(),
+        identity: None,
+        endpoints: None,
+        endpoints_file: None,
+        dns: None,
+        dns_servers: Vec::new(),
+        timeout: control.timeout,
+        retry: control.retry.clone(),
+        routes: Vec::new(),
+    };
+    let (shared, classify) = (shared.clone(), classify.clone());
+    let make: resolve::MakeStack = Arc::new(move |authority: &str, updates| {
+        let mut service = template.clone();
+        service.name = toml::Spanned::new(0..0, authority.to_owned());
+        match outbound::http_service(&service, updates, &shared, classify.clone()) {
+            Ok((stack, _balance)) => stack,
+            // The budget was checked above; should it fail anyway, the service says why.
+            Err(error) => {
+                let message = error.to_string();
+                tower::util::BoxCloneSyncService::new(tower::service_fn(move |_req| {
+                    let message = message.clone();
+                    async move {
+                        Err::<http::Response<serve::ProxyBody>, _>(mesh_core::BoxError::from(
+                            message,
+                        ))
+                    }
+                }))
+            }
+        }
+    });
+    Ok(resolve::Resolver::new(
+        link.channel.clone(),
+        make,
+        String::new(),
+        control.timeout.0,
+    ))
 }
 
 async fn bind(what: &'static str, addr: SocketAddr) -> Result<TcpListener, StartError> {

@@ -23,6 +23,7 @@ use super::config::{self, Config};
 use super::discovery;
 use super::edge::edge;
 use super::endpoint::{EndpointClient, TcpEndpoint, endpoint_client};
+use super::resolve::OutboundRoutes;
 use super::serve::{ProxyBody, accept, boxed};
 use super::{ProxyClassify, Shared, StartError, tcp};
 
@@ -37,7 +38,7 @@ pub(crate) type ServiceStack =
 type OutboundBody = ReplayBody<Incoming>;
 
 /// A service's balancer: each try's one classification is made here.
-type OutboundBalance<C> = Balance<EndpointClient<OutboundBody>, OutboundBody, C>;
+pub(crate) type OutboundBalance<C> = Balance<EndpointClient<OutboundBody>, OutboundBody, C>;
 
 /// The services' HTTP routes and TCP balancers, and their balancers' snapshots.
 pub(crate) struct Services {
@@ -72,7 +73,8 @@ pub(crate) fn services<C: ProxyClassify>(
     for service in &config.services {
         let name = service.name.get_ref().clone();
         if !service.authorities.is_empty() {
-            let (stack, balance) = http_service(service, shared, classify.clone())?;
+            let updates = discovery::updates(service)?;
+            let (stack, balance) = http_service(service, updates, shared, classify.clone())?;
             for authority in &service.authorities {
                 routes.push((authority.get_ref().clone(), stack.clone()));
             }
@@ -112,15 +114,16 @@ fn snapshot_fn(snapshot: impl Fn() -> Vec<EndpointSnapshot> + Send + Sync + 'sta
 
 /// One service's stack: metrics and tap, a deadline on the response headers (all tries), retries
 /// within a budget, and the balancer over its endpoints.
-fn http_service<C: ProxyClassify>(
+pub(crate) fn http_service<C: ProxyClassify>(
     service: &config::Service,
+    updates: mesh_balance::discover::Updates,
     shared: &Shared,
     classify: C,
 ) -> Result<(ServiceStack, OutboundBalance<C>), StartError> {
     let tls = shared.tls.clone();
     let identity = service.identity.as_ref().map(|i| i.0.clone());
     let balance = Balance::new(
-        discovery::updates(service)?,
+        updates,
         move |e: &Endpoint| endpoint_client(&tls, e, identity.as_ref()),
         BalanceConfig::default(),
     )
@@ -174,7 +177,7 @@ fn http_service<C: ProxyClassify>(
 pub(crate) async fn serve(
     listener: TcpListener,
     outbound: config::Outbound,
-    router: Router<ServiceStack>,
+    router: OutboundRoutes,
     opaque: Option<TcpBalance>,
     shared: Shared,
     mut drain: DrainWatch,

@@ -46,8 +46,11 @@ impl Default for DestinationConfig {
 }
 
 /// What the source has seen; cheap to clone.
-#[derive(Clone, Debug, Default)]
-pub struct DestinationReport(Arc<Mutex<ReportState>>);
+#[derive(Clone, Debug)]
+pub struct DestinationReport {
+    state: Arc<Mutex<ReportState>>,
+    answered: tokio::sync::watch::Receiver<bool>,
+}
 
 #[derive(Debug, Default)]
 struct ReportState {
@@ -61,7 +64,12 @@ struct ReportState {
 
 impl DestinationReport {
     fn lock(&self) -> MutexGuard<'_, ReportState> {
-        self.0.lock().unwrap_or_else(|p| p.into_inner())
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Waits until the control plane has answered once: a set, or "no such service".
+    pub async fn answered(&self) {
+        let _ = self.answered.clone().wait_for(|a| *a).await;
     }
 
     /// Sets received.
@@ -102,8 +110,19 @@ pub fn watch(
     config: DestinationConfig,
 ) -> (Updates, DestinationReport) {
     let (tx, updates) = channel();
-    let report = DestinationReport::default();
-    let task = tokio::spawn(follow(client, authority.into(), config, tx, report.clone()));
+    let (answered_tx, answered) = tokio::sync::watch::channel(false);
+    let report = DestinationReport {
+        state: Arc::default(),
+        answered,
+    };
+    let task = tokio::spawn(follow(
+        client,
+        authority.into(),
+        config,
+        tx,
+        report.clone(),
+        answered_tx,
+    ));
     (updates.with_task(task), report)
 }
 
@@ -113,6 +132,7 @@ async fn follow(
     config: DestinationConfig,
     tx: UpdateSender,
     report: DestinationReport,
+    answered: tokio::sync::watch::Sender<bool>,
 ) {
     let mut current: HashMap<SocketAddr, Endpoint> = HashMap::new();
     let mut backoff = config.min_backoff;
@@ -141,6 +161,8 @@ async fn follow(
                             state.endpoints = current.len();
                             state.no_such_service = None;
                             state.received = true;
+                            drop(state);
+                            answered.send_replace(true);
                         }
                         Ok(None) => {
                             report.lock().last_error =
@@ -160,6 +182,7 @@ async fn follow(
                 state.no_such_service = Some(status.message().to_owned());
                 state.last_error = Some(status.to_string());
                 drop(state);
+                answered.send_replace(true);
                 // It may be created later; ask again, but not often.
                 backoff = config.max_backoff;
             }

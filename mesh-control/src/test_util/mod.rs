@@ -7,10 +7,12 @@
 //! with their own namespaces ([`KubeFixture::namespace`]). The processes are tied to the test
 //! process by a pipe: when it exits, however it exits, they are killed and their files removed.
 
+mod control;
 mod netns;
 mod process;
 mod tokens;
 
+pub use self::control::{Control, TRUST_DOMAIN, ensure_crd};
 pub use self::netns::{TestNetns, pod_ip, run};
 
 use std::path::{Path, PathBuf};
@@ -226,6 +228,19 @@ impl KubeFixture {
             kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
                 .await
                 .map_err(|e| FixtureError::Kube(e.to_string()))?;
+        kube::Client::try_from(config).map_err(|e| FixtureError::Kube(e.to_string()))
+    }
+
+    /// A client acting as `user` (impersonated by the admin), with exactly that user's
+    /// permissions: `system:serviceaccount:<ns>:<name>` runs with what RBAC gives the account.
+    pub async fn client_as(&self, user: &str) -> Result<kube::Client, FixtureError> {
+        let kubeconfig = Kubeconfig::read_from(&self.kubeconfig)
+            .map_err(|e| FixtureError::Kube(e.to_string()))?;
+        let mut config =
+            kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+                .await
+                .map_err(|e| FixtureError::Kube(e.to_string()))?;
+        config.auth_info.impersonate = Some(user.to_owned());
         kube::Client::try_from(config).map_err(|e| FixtureError::Kube(e.to_string()))
     }
 

@@ -1,71 +1,19 @@
 //! What the mesh-control tests share: a control plane started against the shared real API
 //! server, in a namespace of its own with its issuer Secret.
 
-#![allow(dead_code, unreachable_pub)]
+#![allow(dead_code, unreachable_pub, unused_imports)]
 
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::Secret;
-use kube::api::{Api, PostParams};
-use mesh_control::identity::issuer_secret;
 use mesh_control::test_util::KubeFixture;
-use mesh_control::{ControlConfig, RunningControl};
+pub use mesh_control::test_util::{Control, TRUST_DOMAIN, ensure_crd};
 use mesh_core::Identity;
-use mesh_tls::DevCa;
-use mesh_tls::control::ControlPlane;
 
 /// Every wait in these tests is bounded.
 pub const LIMIT: Duration = Duration::from_secs(30);
 
-pub const TRUST_DOMAIN: &str = "mesh.local";
-
 pub fn id(s: &str) -> Identity {
     Identity::parse(s).expect("identity")
-}
-
-/// A control plane under test.
-pub struct Control {
-    pub running: RunningControl,
-    pub namespace: String,
-    pub ca: DevCa,
-    pub config: ControlConfig,
-}
-
-impl Control {
-    /// Starts mesh-control in a new namespace with a fresh issuer; `tune` adjusts the config.
-    pub async fn start(fixture: &KubeFixture, tune: impl FnOnce(&mut ControlConfig)) -> Self {
-        let namespace = fixture.namespace("mesh-system", &["mesh-control"]).await;
-        let client = fixture.client().await.expect("client");
-        let ca = DevCa::new(TRUST_DOMAIN).expect("ca");
-        let secret = issuer_secret(&ca, &namespace, "mesh-issuer");
-        Api::<Secret>::namespaced(client.clone(), &namespace)
-            .create(&PostParams::default(), &secret)
-            .await
-            .expect("issuer secret");
-        let mut config = ControlConfig::new(TRUST_DOMAIN);
-        config.namespace = namespace.clone();
-        config.listen = "127.0.0.1:0".parse().expect("addr");
-        tune(&mut config);
-        let running = mesh_control::start(client, config.clone())
-            .await
-            .expect("mesh-control starts");
-        Self {
-            running,
-            namespace,
-            ca,
-            config,
-        }
-    }
-
-    /// How a proxy reaches it.
-    pub fn plane(&self) -> ControlPlane {
-        ControlPlane::new(
-            self.running.addr(),
-            self.running.identity().clone(),
-            self.running.roots_pem().as_bytes(),
-        )
-        .expect("control plane")
-    }
 }
 
 /// Writes `token` to a file under the fixture's scratch directory and returns its path.
@@ -73,34 +21,6 @@ pub fn token_file(fixture: &KubeFixture, name: &str, token: &str) -> std::path::
     let path = fixture.scratch("tokens").join(name);
     std::fs::write(&path, token).expect("token file");
     path
-}
-
-/// Creates the MeshAuthorization CRD if it is not there, and waits until it is served.
-pub async fn ensure_crd(client: &kube::Client) {
-    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    let definition = mesh_control::policy::crd::definition();
-    match crds.create(&PostParams::default(), &definition).await {
-        Ok(_) => {}
-        Err(kube::Error::Api(status)) if status.code == 409 => {}
-        Err(error) => panic!("creating the CRD: {error}"),
-    }
-    let name = definition.metadata.name.clone().expect("name");
-    let started = std::time::Instant::now();
-    loop {
-        let crd = crds.get(&name).await.expect("crd");
-        let established = crd
-            .status
-            .and_then(|s| s.conditions)
-            .into_iter()
-            .flatten()
-            .any(|c| c.type_ == "Established" && c.status == "True");
-        if established {
-            return;
-        }
-        assert!(started.elapsed() < LIMIT, "the CRD was not established");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 /// A meshed HTTP server on `addr`: mTLS with `store`, the peer's identity on each request,

@@ -2,19 +2,28 @@
 
 use std::sync::Arc;
 
-/// No service is configured for a request's authority.
+/// No service is configured (or discovered) for a request's authority.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("no service is configured for authority {authority:?} (configured: {known})")]
+#[error("no service is configured for authority {authority:?} ({detail})")]
 pub struct NoRouteError {
     authority: String,
-    known: Arc<str>,
+    detail: Arc<str>,
 }
 
 impl NoRouteError {
     pub(super) fn new(authority: &str, known: &Arc<str>) -> Self {
         Self {
             authority: authority.to_owned(),
-            known: Arc::clone(known),
+            detail: format!("configured: {known}").into(),
+        }
+    }
+
+    /// A discovery source (a control plane) knows no service for `authority`, and said
+    /// `reason`.
+    pub fn unknown(authority: &str, reason: &str) -> Self {
+        Self {
+            authority: authority.to_owned(),
+            detail: reason.into(),
         }
     }
 

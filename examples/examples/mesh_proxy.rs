@@ -28,13 +28,7 @@ struct Args {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("MESH_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    examples::cli::init_logging();
     let (loaded, source) = match (&args.config, &args.config_env) {
         (Some(path), _) => (Config::load(path), path.display().to_string()),
         (None, Some(var)) => {

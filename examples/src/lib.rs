@@ -9,5 +9,6 @@
 #[doc = include_str!("../../README.md")]
 pub struct ReadmeDoctests;
 
+pub mod cli;
 pub mod grpc;
 pub mod proxy;

@@ -99,13 +99,7 @@ pub async fn run(client: &kube::Client, config: &CheckConfig) -> Vec<Finding> {
             .await
         {
             Ok(found) => {
-                let established = found
-                    .status
-                    .and_then(|s| s.conditions)
-                    .into_iter()
-                    .flatten()
-                    .any(|c| c.type_ == "Established" && c.status == "True");
-                if established {
+                if crd::is_established(&found) {
                     Ok(format!("{crd_name} established"))
                 } else {
                     Err(format!("{crd_name} not established"))

@@ -22,6 +22,9 @@ use tokio::task::JoinSet;
 use tonic::service::Routes;
 use tower::ServiceExt;
 
+/// The streams one connection may hold open: a proxy's destination and policy streams.
+const MAX_STREAMS_PER_CONNECTION: u32 = 10_000;
+
 /// Serves `routes` on `listener` over TLS, until the returned future is dropped (with every
 /// connection).
 pub async fn serve_tls(routes: Routes, listener: TcpListener, acceptor: TlsAcceptor) {
@@ -59,7 +62,12 @@ pub async fn serve_tls(routes: Routes, listener: TcpListener, acceptor: TlsAccep
                 request
             });
             let service = service.map_err(|never: Infallible| match never {});
-            let served = auto::Builder::new(TokioExecutor::new())
+            let mut builder = auto::Builder::new(TokioExecutor::new());
+            // One proxy follows every authority its app calls, each a stream on this one
+            // connection: hyper's default of 200 concurrent streams would leave the 201st
+            // authority waiting forever. A stream costs a task and a watch receiver.
+            builder.http2().max_concurrent_streams(MAX_STREAMS_PER_CONNECTION);
+            let served = builder
                 .http2_only()
                 .serve_connection(TokioIo::new(accepted.io), TowerToHyperService::new(service))
                 .await;

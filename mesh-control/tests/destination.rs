@@ -190,6 +190,27 @@ fn the_first_set_carries_identities_labels_and_unknown_services_are_not_found() 
         assert_eq!(labels.get("pod"), Some(&"web-5d8f7-aaaaa"));
         assert_eq!(labels.get("namespace"), Some(&ns.as_str()));
 
+        // One proxy follows many authorities over one connection: more streams than hyper's
+        // default limit of 200 per connection are all served.
+        let mut streams = Vec::new();
+        for _ in 0..250 {
+            let mut stream = destination
+                .get(GetDestination {
+                    authority: format!("web.{ns}:80"),
+                    ..Default::default()
+                })
+                .await
+                .expect("stream")
+                .into_inner();
+            let set = tokio::time::timeout(LIMIT, stream.message())
+                .await
+                .expect("the set in time")
+                .expect("stream")
+                .expect("a set");
+            assert_eq!(set.endpoints.len(), 1);
+            streams.push(stream);
+        }
+
         // The ClusterIP the API server allocated names the same service.
         let cluster_ip = Api::<Service>::namespaced(client, &ns)
             .get("web")

@@ -61,6 +61,17 @@ async fn ping<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
     Ok(())
 }
 
+/// A certifier asking for `ns`'s web identity with a real token for the web account.
+async fn web_certifier(fixture: &KubeFixture, control: &Control, ns: &str) -> Certifier {
+    let token = fixture.token(ns, "web", DEFAULT_AUDIENCE, 600).await;
+    let config = CertifyConfig::new(
+        account(ns, "web"),
+        token_file(fixture, &format!("{ns}-web"), &token),
+        control.running.roots_pem().as_bytes().to_vec(),
+    );
+    Certifier::new(control.plane().channel(None).expect("channel"), config)
+}
+
 #[test]
 fn a_token_for_web_gets_webs_identity_and_the_inbound_serves_mtls_with_it() {
     run(async {
@@ -68,13 +79,7 @@ fn a_token_for_web_gets_webs_identity_and_the_inbound_serves_mtls_with_it() {
         let control = Control::start(fixture, |_| {}).await;
         let ns = fixture.namespace("app", &["web", "client"]).await;
         let web = account(&ns, "web");
-        let token = fixture.token(&ns, "web", DEFAULT_AUDIENCE, 600).await;
-        let config = CertifyConfig::new(
-            web.clone(),
-            token_file(fixture, &format!("{ns}-web"), &token),
-            control.running.roots_pem().as_bytes().to_vec(),
-        );
-        let mut certifier = Certifier::new(control.plane().channel(None).expect("channel"), config);
+        let mut certifier = web_certifier(fixture, &control, &ns).await;
         let (credentials, valid_until) = tokio::time::timeout(LIMIT, certifier.certify())
             .await
             .expect("in time")
@@ -212,13 +217,7 @@ fn a_sixty_second_certificate_renews_under_load_without_a_failed_request() {
         .await;
         let ns = fixture.namespace("renew", &["web", "client"]).await;
         let web = account(&ns, "web");
-        let token = fixture.token(&ns, "web", DEFAULT_AUDIENCE, 600).await;
-        let config = CertifyConfig::new(
-            web.clone(),
-            token_file(fixture, &format!("{ns}-web"), &token),
-            control.running.roots_pem().as_bytes().to_vec(),
-        );
-        let mut certifier = Certifier::new(control.plane().channel(None).expect("channel"), config);
+        let mut certifier = web_certifier(fixture, &control, &ns).await;
         let report = certifier.report();
         let (credentials, valid_until) = certifier.certify().await.expect("certified");
         let first_serial = mesh_tls::serial_of(credentials.leaf()).expect("serial");

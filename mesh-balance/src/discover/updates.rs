@@ -53,6 +53,7 @@ impl UpdateSender {
     }
 
     /// Whether the stream is gone.
+    #[cfg(feature = "destination")]
     pub(crate) fn is_closed(&self) -> bool {
         self.tx.is_closed()
     }

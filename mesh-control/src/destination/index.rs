@@ -486,7 +486,8 @@ impl State {
     }
 }
 
-fn key_of(meta: &kube::api::ObjectMeta) -> Option<Key> {
+/// An object's namespace and name.
+pub(crate) fn key_of(meta: &kube::api::ObjectMeta) -> Option<Key> {
     Some((meta.namespace.clone()?, meta.name.clone()?))
 }
 

@@ -14,9 +14,9 @@ mod service;
 mod watch;
 
 pub use self::authority::{BadAuthority, Target, parse as parse_authority};
-pub(crate) use self::index::Key;
 pub use self::index::{
     DEFAULT_WEIGHT, Index, LookupError, OPAQUE_PORTS_ANNOTATION, PROXY_LABEL, Published,
 };
+pub(crate) use self::index::{Key, key_of};
 pub use self::service::DestinationService;
 pub use self::watch::{Synced, Watchers};

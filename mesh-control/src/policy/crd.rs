@@ -86,6 +86,16 @@ impl MeshAuthorizationSpec {
     }
 }
 
+/// Whether the API server serves `crd` (its `Established` condition is true).
+pub fn is_established(crd: &CustomResourceDefinition) -> bool {
+    crd.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .into_iter()
+        .flatten()
+        .any(|c| c.type_ == "Established" && c.status == "True")
+}
+
 /// The CustomResourceDefinition `install` applies.
 pub fn definition() -> CustomResourceDefinition {
     let crd = serde_json::json!({

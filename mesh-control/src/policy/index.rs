@@ -16,7 +16,7 @@ use mesh_tls::authz::IdentityPattern;
 use tokio::sync::watch;
 
 use super::crd::MeshAuthorizationSpec;
-use crate::destination::Key;
+use crate::destination::{Key, key_of};
 
 /// The inbound policy of one pod, as streamed.
 pub type Published = Arc<InboundPolicy>;
@@ -280,8 +280,4 @@ fn union(policies: &[(&String, &MeshAuthorizationSpec)]) -> Authorization {
             .collect::<Vec<_>>()
             .join(","),
     }
-}
-
-fn key_of(meta: &kube::api::ObjectMeta) -> Option<Key> {
-    Some((meta.namespace.clone()?, meta.name.clone()?))
 }

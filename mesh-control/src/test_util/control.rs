@@ -87,13 +87,7 @@ pub async fn ensure_crd(client: &kube::Client) {
             .get(&name)
             .await
             .unwrap_or_else(|e| panic!("reading the CRD: {e}"));
-        let established = crd
-            .status
-            .and_then(|s| s.conditions)
-            .into_iter()
-            .flatten()
-            .any(|c| c.type_ == "Established" && c.status == "True");
-        if established {
+        if crate::policy::crd::is_established(&crd) {
             return;
         }
         assert!(started.elapsed() < LIMIT, "the CRD was not established");

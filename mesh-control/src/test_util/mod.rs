@@ -222,26 +222,24 @@ impl KubeFixture {
     /// A new admin (system:masters) client. Make one per test: a client's connections belong
     /// to the runtime that made it.
     pub async fn client(&self) -> Result<kube::Client, FixtureError> {
-        let kubeconfig = Kubeconfig::read_from(&self.kubeconfig)
-            .map_err(|e| FixtureError::Kube(e.to_string()))?;
-        let config =
-            kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
-                .await
-                .map_err(|e| FixtureError::Kube(e.to_string()))?;
-        kube::Client::try_from(config).map_err(|e| FixtureError::Kube(e.to_string()))
+        kube::Client::try_from(self.config().await?).map_err(|e| FixtureError::Kube(e.to_string()))
     }
 
     /// A client acting as `user` (impersonated by the admin), with exactly that user's
     /// permissions: `system:serviceaccount:<ns>:<name>` runs with what RBAC gives the account.
     pub async fn client_as(&self, user: &str) -> Result<kube::Client, FixtureError> {
-        let kubeconfig = Kubeconfig::read_from(&self.kubeconfig)
-            .map_err(|e| FixtureError::Kube(e.to_string()))?;
-        let mut config =
-            kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
-                .await
-                .map_err(|e| FixtureError::Kube(e.to_string()))?;
+        let mut config = self.config().await?;
         config.auth_info.impersonate = Some(user.to_owned());
         kube::Client::try_from(config).map_err(|e| FixtureError::Kube(e.to_string()))
+    }
+
+    /// The admin kubeconfig, as kube-rs reads it.
+    async fn config(&self) -> Result<kube::Config, FixtureError> {
+        let kubeconfig = Kubeconfig::read_from(&self.kubeconfig)
+            .map_err(|e| FixtureError::Kube(e.to_string()))?;
+        kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+            .await
+            .map_err(|e| FixtureError::Kube(e.to_string()))
     }
 
     /// The API server's URL.

@@ -66,7 +66,9 @@ pub async fn serve_tls(routes: Routes, listener: TcpListener, acceptor: TlsAccep
             // One proxy follows every authority its app calls, each a stream on this one
             // connection: hyper's default of 200 concurrent streams would leave the 201st
             // authority waiting forever. A stream costs a task and a watch receiver.
-            builder.http2().max_concurrent_streams(MAX_STREAMS_PER_CONNECTION);
+            builder
+                .http2()
+                .max_concurrent_streams(MAX_STREAMS_PER_CONNECTION);
             let served = builder
                 .http2_only()
                 .serve_connection(TokioIo::new(accepted.io), TowerToHyperService::new(service))

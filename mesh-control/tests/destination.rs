@@ -154,7 +154,18 @@ fn the_first_set_carries_identities_labels_and_unknown_services_are_not_found() 
         Api::<EndpointSlice>::namespaced(client.clone(), &ns)
             .create(
                 &PostParams::default(),
-                &slice(&ns, 8080, vec![endpoint(ip, "web-5d8f7-aaaaa", false)]),
+                &slice(
+                    &ns,
+                    8080,
+                    vec![
+                        endpoint(ip, "web-5d8f7-aaaaa", false),
+                        // Not ready and not serving: never in a set.
+                        serde_json::json!({
+                            "addresses": [pod_ip(3).to_string()],
+                            "conditions": { "ready": false, "serving": false, "terminating": false }
+                        }),
+                    ],
+                ),
             )
             .await
             .expect("slice");

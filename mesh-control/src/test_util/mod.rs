@@ -79,7 +79,9 @@ pub struct KubeFixture {
     ca_pem: String,
     service_account_key: PathBuf,
     _etcd: Supervised,
-    _apiserver: Supervised,
+    apiserver: std::sync::Mutex<Option<Supervised>>,
+    apiserver_bin: PathBuf,
+    apiserver_args: Vec<String>,
 }
 
 static SHARED: OnceCell<KubeFixture> = OnceCell::const_new();
@@ -145,33 +147,35 @@ impl KubeFixture {
                 "--log-level=warn".into(),
             ],
             &dir.join("etcd.log"),
-            &dir,
+            Some(&dir),
         )
         .map_err(io("starting etcd".into()))?;
 
         let path = |p: &Path| p.display().to_string();
+        let apiserver_args: Vec<String> = vec![
+            format!("--etcd-servers={etcd_url}"),
+            "--bind-address=127.0.0.1".into(),
+            "--advertise-address=127.0.0.1".into(),
+            format!("--secure-port={secure_port}"),
+            format!("--tls-cert-file={}", path(&files.serving_cert)),
+            format!("--tls-private-key-file={}", path(&files.serving_key)),
+            format!("--client-ca-file={}", path(&files.ca_cert)),
+            format!("--service-account-key-file={}", path(&files.sa_public)),
+            format!("--service-account-signing-key-file={}", path(&files.sa_key)),
+            format!("--service-account-issuer={API_AUDIENCE}"),
+            "--authorization-mode=RBAC".into(),
+            "--service-cluster-ip-range=10.96.0.0/16".into(),
+            // There is no kubelet or node: nothing reconciles the `kubernetes` Service.
+            "--endpoint-reconciler-type=none".into(),
+            "--enable-priority-and-fairness=false".into(),
+            "--v=1".into(),
+        ];
+        // Only etcd's wrapper removes the directory: the API server may be restarted.
         let apiserver = Supervised::spawn(
             &apiserver_bin,
-            &[
-                format!("--etcd-servers={etcd_url}"),
-                "--bind-address=127.0.0.1".into(),
-                "--advertise-address=127.0.0.1".into(),
-                format!("--secure-port={secure_port}"),
-                format!("--tls-cert-file={}", path(&files.serving_cert)),
-                format!("--tls-private-key-file={}", path(&files.serving_key)),
-                format!("--client-ca-file={}", path(&files.ca_cert)),
-                format!("--service-account-key-file={}", path(&files.sa_public)),
-                format!("--service-account-signing-key-file={}", path(&files.sa_key)),
-                format!("--service-account-issuer={API_AUDIENCE}"),
-                "--authorization-mode=RBAC".into(),
-                "--service-cluster-ip-range=10.96.0.0/16".into(),
-                // There is no kubelet or node: nothing reconciles the `kubernetes` Service.
-                "--endpoint-reconciler-type=none".into(),
-                "--enable-priority-and-fairness=false".into(),
-                "--v=1".into(),
-            ],
+            &apiserver_args,
             &dir.join("kube-apiserver.log"),
-            &dir,
+            None,
         )
         .map_err(io("starting kube-apiserver".into()))?;
 
@@ -186,10 +190,33 @@ impl KubeFixture {
             service_account_key: files.sa_key.clone(),
             dir,
             _etcd: etcd,
-            _apiserver: apiserver,
+            apiserver: std::sync::Mutex::new(Some(apiserver)),
+            apiserver_bin,
+            apiserver_args,
         };
         fixture.wait_ready(Duration::from_secs(90)).await?;
         Ok(fixture)
+    }
+
+    /// Kills the API server (etcd keeps the data) and starts it again on the same port,
+    /// waiting until it is ready: every watch breaks, as when a control plane node restarts.
+    /// For a fixture of a test's own ([`KubeFixture::start`]): others sharing one would fail.
+    pub async fn restart_apiserver(&self, down_for: Duration) -> Result<(), FixtureError> {
+        let old = self
+            .apiserver
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        drop(old);
+        tokio::time::sleep(down_for).await;
+        let log = self.dir.join("kube-apiserver.log");
+        let restarted = Supervised::spawn(&self.apiserver_bin, &self.apiserver_args, &log, None)
+            .map_err(|source| FixtureError::Io {
+                what: "restarting kube-apiserver".into(),
+                source,
+            })?;
+        *self.apiserver.lock().unwrap_or_else(|p| p.into_inner()) = Some(restarted);
+        self.wait_ready(Duration::from_secs(90)).await
     }
 
     async fn wait_ready(&self, limit: Duration) -> Result<(), FixtureError> {

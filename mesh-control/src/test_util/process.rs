@@ -26,15 +26,15 @@ pub(super) struct Supervised {
 }
 
 impl Supervised {
-    /// Starts `program` with `args`, its output appended to `log`; `cleanup` is removed when it
-    /// stops.
+    /// Starts `program` with `args`, its output appended to `log`; `cleanup`, if any, is
+    /// removed when it stops.
     pub(super) fn spawn(
         program: &Path,
         args: &[String],
         log: &Path,
-        cleanup: &Path,
+        cleanup: Option<&Path>,
     ) -> std::io::Result<Self> {
-        let out = File::create(log)?;
+        let out = File::options().create(true).append(true).open(log)?;
         let err = out.try_clone()?;
         let mut wrapper = Command::new("bash")
             .arg("-c")
@@ -42,7 +42,7 @@ impl Supervised {
             .arg("supervise")
             .arg(program)
             .args(args)
-            .env("CLEANUP", cleanup)
+            .env("CLEANUP", cleanup.map(Path::as_os_str).unwrap_or_default())
             .stdin(Stdio::piped())
             .stdout(out)
             .stderr(err)

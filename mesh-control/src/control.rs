@@ -205,8 +205,14 @@ pub async fn start(
     .map_err(|e| certificate(&e))?;
 
     let reviewer = TokenReviewer::new(client.clone(), config.identity.audience.clone());
-    let identity_service =
-        IdentityService::new(Arc::clone(&issuer), reviewer, config.identity.clone());
+    let signing = Arc::new(arc_swap::ArcSwap::new(Arc::clone(&issuer)));
+    let issuer_watch = crate::identity::watch_issuer(
+        client.clone(),
+        &config.namespace,
+        &config.issuer_secret,
+        Arc::clone(&signing),
+    );
+    let identity_service = IdentityService::new(signing, reviewer, config.identity.clone());
     let index = Index::new(config.identity.trust_domain.clone());
     let policy = PolicyIndex::new(config.identity.trust_domain.clone());
     let watchers = Watchers::start(client.clone(), index.clone(), policy.clone());
@@ -228,7 +234,7 @@ pub async fn start(
         source,
     })?;
     let serve = tokio::spawn(crate::serve::serve_tls(routes, listener, acceptor));
-    let mut side_tasks = Vec::new();
+    let mut side_tasks = vec![issuer_watch];
     if config.heartbeat {
         side_tasks.push(tokio::spawn(heartbeat(
             client.clone(),

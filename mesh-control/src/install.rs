@@ -99,7 +99,7 @@ pub fn manifests(config: InstallConfig) -> Result<Vec<Value>, InstallError> {
             "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
             "metadata": { "name": NAME, "namespace": ns, "labels": labels },
             "rules": [
-                { "apiGroups": [""], "resources": ["secrets"], "resourceNames": [ISSUER_SECRET], "verbs": ["get"] },
+                { "apiGroups": [""], "resources": ["secrets"], "resourceNames": [ISSUER_SECRET], "verbs": ["get", "list", "watch"] },
                 { "apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["create"] },
                 { "apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "resourceNames": [HEARTBEAT_LEASE], "verbs": ["get", "patch"] }
             ]

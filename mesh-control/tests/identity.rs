@@ -311,3 +311,46 @@ fn a_sixty_second_certificate_renews_under_load_without_a_failed_request() {
             .expect("the connection from before the renewal still works");
     })
 }
+
+#[test]
+fn a_new_issuer_in_the_secret_signs_the_next_certificate_without_a_restart() {
+    run(async {
+        let fixture = KubeFixture::shared().await;
+        let control = Control::start(fixture, |_| {}).await;
+        let ns = fixture.namespace("rotate", &["web"]).await;
+        let issuer_of = |credentials: &mesh_tls::Credentials| {
+            let (_, cert) = x509_parser::parse_x509_certificate(credentials.leaf()).expect("leaf");
+            cert.issuer().to_string()
+        };
+        let mut certifier = web_certifier(fixture, &control, &ns).await;
+        let (first, _) = certifier.certify().await.expect("certified");
+        assert!(
+            issuer_of(&first).contains("mesh.local"),
+            "{}",
+            issuer_of(&first)
+        );
+
+        // The operator replaces the issuer Secret with a new CA.
+        let next = mesh_tls::DevCa::new("rotated.local").expect("ca");
+        let secret =
+            mesh_control::identity::issuer_secret(&next, &control.namespace, "mesh-issuer");
+        let client = fixture.client().await.expect("client");
+        kube::api::Api::<k8s_openapi::api::core::v1::Secret>::namespaced(
+            client,
+            &control.namespace,
+        )
+        .replace("mesh-issuer", &kube::api::PostParams::default(), &secret)
+        .await
+        .expect("replace the issuer");
+        let started = std::time::Instant::now();
+        loop {
+            // The proxy's roots do not matter to the issuer; ask until the new one signs.
+            let (credentials, _) = certifier.certify().await.expect("certified");
+            if issuer_of(&credentials).contains("rotated.local") {
+                break;
+            }
+            assert!(started.elapsed() < LIMIT, "the new issuer never signed");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+}

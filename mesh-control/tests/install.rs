@@ -4,8 +4,9 @@
 
 use std::time::{Duration, Instant};
 
+use k8s_openapi::api::authorization::v1::SubjectAccessReview;
 use k8s_openapi::api::core::v1::Secret;
-use kube::api::{Api, Patch, PatchParams};
+use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::core::{DynamicObject, GroupVersionKind};
 use kube::discovery::{Scope, pinned_kind};
 use mesh_control::ControlConfig;
@@ -63,6 +64,70 @@ fn install_applies_mesh_control_runs_with_its_rbac_and_check_finds_what_is_broke
         let failed = failures(&admin).await;
         assert_eq!(failed.len(), 1, "{failed:#?}");
         assert!(failed[0].contains("control plane running"), "{failed:#?}");
+
+        // The RBAC grants what mesh-control does and nothing more (asked of the API server's
+        // own authorizer).
+        let account_user = "system:serviceaccount:mesh-system:mesh-control";
+        for (verb, group, resource, namespace, name, allowed) in [
+            ("watch", "", "services", "", "", true),
+            ("list", "", "pods", "", "", true),
+            ("watch", "discovery.k8s.io", "endpointslices", "", "", true),
+            (
+                "list",
+                "policy.mesh.dev",
+                "meshauthorizations",
+                "",
+                "",
+                true,
+            ),
+            (
+                "create",
+                "authentication.k8s.io",
+                "tokenreviews",
+                "",
+                "",
+                true,
+            ),
+            ("get", "", "namespaces", "", "shop", true),
+            ("watch", "", "secrets", "mesh-system", "mesh-issuer", true),
+            (
+                "patch",
+                "coordination.k8s.io",
+                "leases",
+                "mesh-system",
+                "mesh-control-heartbeat",
+                true,
+            ),
+            ("list", "", "secrets", "mesh-system", "", false),
+            ("get", "", "secrets", "default", "anything", false),
+            ("update", "", "services", "", "", false),
+            ("create", "", "pods", "default", "", false),
+            (
+                "patch",
+                "coordination.k8s.io",
+                "leases",
+                "mesh-system",
+                "someone-else",
+                false,
+            ),
+        ] {
+            let review: SubjectAccessReview = serde_json::from_value(serde_json::json!({
+                "spec": {
+                    "user": account_user,
+                    "resourceAttributes": {
+                        "verb": verb, "group": group, "resource": resource,
+                        "namespace": namespace, "name": name
+                    }
+                }
+            }))
+            .expect("review");
+            let answer = Api::<SubjectAccessReview>::all(admin.clone())
+                .create(&PostParams::default(), &review)
+                .await
+                .expect("SubjectAccessReview");
+            let got = answer.status.map(|s| s.allowed).unwrap_or(false);
+            assert_eq!(got, allowed, "{verb} {group}/{resource} {namespace}/{name}");
+        }
 
         // mesh-control as its own service account: everything it does, RBAC allows.
         let account = fixture

@@ -163,3 +163,47 @@ pub fn issuer_secret(ca: &DevCa, namespace: &str, name: &str) -> Secret {
         ..Default::default()
     }
 }
+
+/// Replaces `issuer` whenever the Secret `namespace/name` changes, for as long as the task
+/// runs: a new issuer signs the next certificate, with no restart. A Secret that does not make
+/// an issuer is logged and the one in force stays (`check` reports the broken Secret).
+pub fn watch_issuer(
+    client: kube::Client,
+    namespace: &str,
+    name: &str,
+    issuer: std::sync::Arc<arc_swap::ArcSwap<Issuer>>,
+) -> tokio::task::JoinHandle<()> {
+    use futures_util::StreamExt;
+    use kube::runtime::WatchStreamExt;
+    use kube::runtime::watcher::{self, Event};
+    let api = Api::<Secret>::namespaced(client, namespace);
+    let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
+    let secret_name = format!("{namespace}/{name}");
+    tokio::spawn(async move {
+        let mut events = watcher::watcher(api, config).default_backoff().boxed();
+        while let Some(event) = events.next().await {
+            let secret = match event {
+                Ok(Event::Apply(secret) | Event::InitApply(secret)) => secret,
+                Ok(_) => continue,
+                Err(error) => {
+                    tracing::warn!(secret = %secret_name, %error, "issuer watch failed; retrying");
+                    continue;
+                }
+            };
+            match Issuer::from_secret(&secret, &secret_name) {
+                Ok(next) => {
+                    let changed = issuer.load().roots_pem != next.roots_pem
+                        || issuer.load().intermediates != next.intermediates
+                        || issuer.load().not_after != next.not_after;
+                    issuer.store(std::sync::Arc::new(next));
+                    if changed {
+                        tracing::info!(secret = %secret_name, "issuer replaced");
+                    }
+                }
+                Err(error) => {
+                    tracing::error!(%error, "the issuer Secret changed and cannot be used; the issuer in force stays")
+                }
+            }
+        }
+    })
+}

@@ -10,6 +10,8 @@ mod issuer;
 mod review;
 
 use std::sync::Arc;
+
+use arc_swap::ArcSwap;
 use std::time::{Duration, UNIX_EPOCH};
 
 use mesh_api::identity::identity_server::{Identity as IdentityApi, IdentityServer};
@@ -19,7 +21,8 @@ use mesh_tls::CsrRefused;
 use tonic::{Request, Response, Status};
 
 pub use self::issuer::{
-    ISSUER_CERT_KEY, ISSUER_KEY_KEY, Issuer, IssuerError, TRUST_ROOTS_KEY, issuer_secret, not_after,
+    ISSUER_CERT_KEY, ISSUER_KEY_KEY, Issuer, IssuerError, TRUST_ROOTS_KEY, issuer_secret,
+    not_after, watch_issuer,
 };
 pub use self::review::{ServiceAccountRef, TokenRefused, TokenReviewer};
 use crate::naming::service_account_identity;
@@ -99,14 +102,19 @@ impl Refusal {
 /// The identity service.
 #[derive(Clone, Debug)]
 pub struct IdentityService {
-    issuer: Arc<Issuer>,
+    issuer: Arc<ArcSwap<Issuer>>,
     reviewer: TokenReviewer,
     config: IdentityConfig,
 }
 
 impl IdentityService {
-    /// Certifies with `issuer`, proving tokens with `reviewer`.
-    pub fn new(issuer: Arc<Issuer>, reviewer: TokenReviewer, config: IdentityConfig) -> Self {
+    /// Certifies with whatever `issuer` holds (replaced when the issuer Secret changes; see
+    /// [`watch_issuer`]), proving tokens with `reviewer`.
+    pub fn new(
+        issuer: Arc<ArcSwap<Issuer>>,
+        reviewer: TokenReviewer,
+        config: IdentityConfig,
+    ) -> Self {
         Self {
             issuer,
             reviewer,
@@ -139,7 +147,9 @@ impl IdentityService {
                 proven,
             });
         }
-        let certified = self.issuer.ca.certify(
+        // One issuer for the whole answer, even if it is replaced meanwhile.
+        let issuer = self.issuer.load_full();
+        let certified = issuer.ca.certify(
             &request.certificate_signing_request,
             &proven,
             self.config.lifetime,
@@ -152,12 +162,7 @@ impl IdentityService {
         tracing::info!(identity = %proven, "certified");
         Ok(CertifyResponse {
             leaf_certificate: certified.leaf.to_vec(),
-            intermediate_certificates: self
-                .issuer
-                .intermediates
-                .iter()
-                .map(|c| c.to_vec())
-                .collect(),
+            intermediate_certificates: issuer.intermediates.iter().map(|c| c.to_vec()).collect(),
             valid_until_unix_seconds: valid_until,
         })
     }

@@ -1,6 +1,7 @@
 //! The destination service at scale, against a real kube-apiserver: `cargo run --release -p
 //! benches --bin control-scale [-- SERVICES ENDPOINTS_PER_SERVICE SUBSCRIBERS_PER_SERVICE
-//! CHANGES]` (default 500 20 2 100: 10,000 endpoints and 1,000 streams).
+//! CHANGES [pods]]` (default 500 20 2 100: 10,000 endpoints and 1,000 streams; with `pods`,
+//! every endpoint is a meshed Pod too, so sets carry identities and owner labels).
 //!
 //! It starts etcd and kube-apiserver (the test fixture's), creates the services and
 //! EndpointSlices, runs mesh-control in a child process (this binary with `--serve`, so its
@@ -39,7 +40,9 @@ fn slice(service: usize, endpoints: usize) -> EndpointSlice {
         .map(|i| {
             serde_json::json!({
                 "addresses": [format!("10.{}.{}.{}", 100 + service / 250, service % 250, i + 1)],
-                "conditions": { "ready": true }
+                "conditions": { "ready": true },
+                // Harmless without pods: an endpoint whose pod is unknown has no identity.
+                "targetRef": { "kind": "Pod", "name": format!("svc-{service}-5d8f7-{i}") }
             })
         })
         .collect();
@@ -87,6 +90,7 @@ fn main() {
         |i: usize, default: usize| args.get(i).and_then(|a| a.parse().ok()).unwrap_or(default);
     let (services, per_service, subscribers, changes) =
         (number(1, 500), number(2, 20), number(3, 2), number(4, 100));
+    let with_pods = args.get(5).map(String::as_str) == Some("pods");
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -95,7 +99,13 @@ fn main() {
         Ok(runtime) => runtime,
         Err(e) => panic!("runtime: {e}"),
     };
-    runtime.block_on(bench(services, per_service, subscribers, changes));
+    runtime.block_on(bench(
+        services,
+        per_service,
+        subscribers,
+        changes,
+        with_pods,
+    ));
 }
 
 /// The child: mesh-control, serving until killed.
@@ -127,7 +137,13 @@ fn serve(args: &[String]) {
     });
 }
 
-async fn bench(services: usize, per_service: usize, subscribers: usize, changes: usize) {
+async fn bench(
+    services: usize,
+    per_service: usize,
+    subscribers: usize,
+    changes: usize,
+    with_pods: bool,
+) {
     let fixture = match KubeFixture::start().await {
         Ok(f) => f,
         Err(e) => panic!("fixture: {e}"),
@@ -147,19 +163,36 @@ async fn bench(services: usize, per_service: usize, subscribers: usize, changes:
         .unwrap_or_else(|e| panic!("secret: {e}"));
 
     let setup = Instant::now();
+    let pod_api: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(client.clone(), &ns);
     let svc_api: Api<Service> = Api::namespaced(client.clone(), &ns);
     let slice_api: Api<EndpointSlice> = Api::namespaced(client.clone(), &ns);
     let mut creating = tokio::task::JoinSet::new();
     let sem = Arc::new(tokio::sync::Semaphore::new(16));
     for s in 0..services {
-        let (svc_api, slice_api, sem, ns) = (
+        let (svc_api, slice_api, pod_api, sem, ns) = (
             svc_api.clone(),
             slice_api.clone(),
+            pod_api.clone(),
             Arc::clone(&sem),
             ns.clone(),
         );
         creating.spawn(async move {
             let _permit = sem.acquire().await;
+            for i in 0..per_service {
+                if !with_pods {
+                    break;
+                }
+                let pod: k8s_openapi::api::core::v1::Pod = json(serde_json::json!({
+                    "metadata": {
+                        "name": format!("svc-{s}-5d8f7-{i}"), "namespace": ns,
+                        "labels": { "app": format!("svc-{s}"), "mesh.dev/proxy": "enabled", "pod-template-hash": "5d8f7" },
+                        "ownerReferences": [{ "apiVersion": "apps/v1", "kind": "ReplicaSet", "name": format!("svc-{s}-5d8f7"),
+                                              "uid": "00000000-0000-0000-0000-000000000001", "controller": true }]
+                    },
+                    "spec": { "containers": [{ "name": "app", "image": "app:1" }] }
+                }));
+                pod_api.create(&PostParams::default(), &pod).await.unwrap_or_else(|e| panic!("pod: {e}"));
+            }
             let service: Service = json(serde_json::json!({
                 "metadata": { "name": format!("svc-{s}"), "namespace": ns },
                 "spec": { "clusterIP": "None", "ports": [{ "name": "http", "port": 80, "targetPort": 8080 }] }
@@ -172,8 +205,13 @@ async fn bench(services: usize, per_service: usize, subscribers: usize, changes:
     }
     while creating.join_next().await.is_some() {}
     println!(
-        "created {services} services with {} endpoints in {:.1}s",
+        "created {services} services with {} endpoints{} in {:.1}s",
         services * per_service,
+        if with_pods {
+            " (each a meshed Pod)"
+        } else {
+            ""
+        },
         setup.elapsed().as_secs_f64()
     );
 
@@ -227,6 +265,12 @@ async fn bench(services: usize, per_service: usize, subscribers: usize, changes:
                 };
                 let mut stream = stream.into_inner();
                 while let Ok(Some(set)) = stream.message().await {
+                    if with_pods && set.endpoints.first().is_some_and(|e| e.identity.is_empty()) {
+                        panic!(
+                            "a meshed pod's endpoint has no identity: {:?}",
+                            set.endpoints.first()
+                        );
+                    }
                     let _ = tx.send((s, set.endpoints.len(), Instant::now()));
                 }
             });

@@ -57,7 +57,7 @@ struct State {
     cluster_ips: HashMap<IpAddr, Key>,
     slices: HashMap<Key, EndpointSlice>,
     slices_of: HashMap<Key, HashSet<String>>,
-    pods: HashMap<Key, Pod>,
+    pods: HashMap<Key, PodInfo>,
     services_of_pod: HashMap<Key, HashSet<Key>>,
     publishers: HashMap<Key, HashMap<u16, watch::Sender<Published>>>,
 }
@@ -131,7 +131,7 @@ impl Index {
         self.lock().publishers.values().map(HashMap::len).sum()
     }
 
-    /// A Service was added or changed.
+    /// A Service was added or changed (the watchers pass it slimmed: see `slim_service`).
     pub fn apply_service(&self, service: Service) {
         let mut state = self.lock();
         let Some(key) = key_of(&service.metadata) else {
@@ -256,34 +256,41 @@ impl Index {
         let Some(key) = key_of(&pod.metadata) else {
             return;
         };
-        state.pods.insert(key.clone(), pod);
+        let info = PodInfo::of(&pod, &key, &state.trust_domain);
+        if state.pods.get(&key) == Some(&info) {
+            return;
+        }
+        state.pods.insert(key.clone(), info);
         state.publish_for_pod(&key);
     }
 
     /// A Pod was deleted.
     pub fn delete_pod(&self, pod: &Pod) {
+        if let Some(key) = key_of(&pod.metadata) {
+            self.forget_pod(&key);
+        }
+    }
+
+    fn forget_pod(&self, key: &Key) {
         let mut state = self.lock();
-        let Some(key) = key_of(&pod.metadata) else {
-            return;
-        };
-        state.pods.remove(&key);
-        state.publish_for_pod(&key);
+        state.pods.remove(key);
+        state.publish_for_pod(key);
     }
 
     /// The complete list of Pods.
     pub fn replace_pods(&self, pods: Vec<Pod>) {
         let keep: HashSet<Key> = pods.iter().filter_map(|p| key_of(&p.metadata)).collect();
-        let gone: Vec<Pod> = {
+        let gone: Vec<Key> = {
             let state = self.lock();
             state
                 .pods
-                .iter()
-                .filter(|(k, _)| !keep.contains(*k))
-                .map(|(_, p)| p.clone())
+                .keys()
+                .filter(|k| !keep.contains(*k))
+                .cloned()
                 .collect()
         };
-        for pod in &gone {
-            self.delete_pod(pod);
+        for key in &gone {
+            self.forget_pod(key);
         }
         for pod in pods {
             self.apply_pod(pod);
@@ -439,7 +446,7 @@ impl State {
         &self,
         service: &Key,
         addr: SocketAddr,
-        pod: Option<&Pod>,
+        pod: Option<&PodInfo>,
         opaque_service: bool,
     ) -> ApiEndpoint {
         let mut labels: BTreeMap<String, String> = BTreeMap::new();
@@ -447,30 +454,14 @@ impl State {
         let mut identity = String::new();
         let mut opaque = opaque_service;
         if let Some(pod) = pod {
-            let meta = &pod.metadata;
-            if let Some(name) = &meta.name {
-                labels.insert("pod".into(), name.clone());
+            labels.insert("pod".into(), pod.name.clone());
+            if let Some((kind, name)) = &pod.owner {
+                labels.insert(kind.clone(), name.clone());
             }
-            if let Some((kind, name)) = owner_of(pod) {
-                labels.insert(kind, name);
+            if let Some(id) = &pod.identity {
+                identity = id.clone();
             }
-            let meshed = meta
-                .labels
-                .as_ref()
-                .and_then(|l| l.get(PROXY_LABEL))
-                .is_some_and(|v| v == "enabled");
-            if meshed {
-                let account = pod
-                    .spec
-                    .as_ref()
-                    .and_then(|s| s.service_account_name.clone())
-                    .unwrap_or_else(|| "default".into());
-                let namespace = meta.namespace.clone().unwrap_or_else(|| service.0.clone());
-                if let Ok(id) = service_account_identity(&self.trust_domain, &namespace, &account) {
-                    identity = id.to_string();
-                }
-            }
-            opaque |= opaque_ports(meta.annotations.as_ref()).contains(&addr.port());
+            opaque |= pod.opaque_ports.contains(&addr.port());
         }
         ApiEndpoint {
             address: addr.to_string(),
@@ -482,6 +473,50 @@ impl State {
             } else {
                 ProtocolHint::Detect
             } as i32,
+        }
+    }
+}
+
+/// What an endpoint needs of its pod, worked out once when the pod changes (a whole Pod
+/// object is kilobytes; this is what a cluster's worth of them costs).
+#[derive(Debug, PartialEq, Eq)]
+struct PodInfo {
+    name: String,
+    /// Its service account's identity, when it has the proxy.
+    identity: Option<String>,
+    /// Its owner for metrics (`deployment`, or the owner's kind).
+    owner: Option<(String, String)>,
+    opaque_ports: Vec<u16>,
+}
+
+impl PodInfo {
+    fn of(pod: &Pod, key: &Key, trust_domain: &str) -> Self {
+        let meta = &pod.metadata;
+        let meshed = meta
+            .labels
+            .as_ref()
+            .and_then(|l| l.get(PROXY_LABEL))
+            .is_some_and(|v| v == "enabled");
+        let identity = meshed
+            .then(|| {
+                let account = pod
+                    .spec
+                    .as_ref()
+                    .and_then(|s| s.service_account_name.as_deref())
+                    .unwrap_or("default");
+                service_account_identity(trust_domain, &key.0, account).ok()
+            })
+            .flatten()
+            .map(|id| id.to_string());
+        let mut opaque_ports: Vec<u16> = opaque_ports(meta.annotations.as_ref())
+            .into_iter()
+            .collect();
+        opaque_ports.sort_unstable();
+        Self {
+            name: key.1.clone(),
+            identity,
+            owner: owner_of(pod),
+            opaque_ports,
         }
     }
 }
@@ -574,4 +609,57 @@ fn owner_of(pod: &Pod) -> Option<(String, String)> {
         }
     }
     Some((owner.kind.to_lowercase(), owner.name.clone()))
+}
+
+/// What the index needs of an object's metadata: what endpoint sets are made of. The managed
+/// fields alone are often most of an object; a cluster's worth of them is most of the memory.
+fn slim_meta(meta: kube::api::ObjectMeta) -> kube::api::ObjectMeta {
+    kube::api::ObjectMeta {
+        name: meta.name,
+        namespace: meta.namespace,
+        labels: meta.labels,
+        annotations: meta.annotations.map(|a| {
+            a.into_iter()
+                .filter(|(k, _)| k.starts_with("mesh.dev/"))
+                .collect()
+        }),
+        owner_references: meta.owner_references,
+        ..Default::default()
+    }
+}
+
+/// What the index needs of a Service.
+pub(crate) fn slim_service(service: Service) -> Service {
+    let spec = service
+        .spec
+        .map(|spec| k8s_openapi::api::core::v1::ServiceSpec {
+            cluster_ip: spec.cluster_ip,
+            cluster_ips: spec.cluster_ips,
+            ports: spec.ports,
+            ..Default::default()
+        });
+    Service {
+        metadata: slim_meta(service.metadata),
+        spec,
+        status: None,
+    }
+}
+
+/// What the index (and policy: labels) needs of a Pod.
+pub(crate) fn slim_pod(pod: Pod) -> Pod {
+    let spec = pod.spec.map(|spec| k8s_openapi::api::core::v1::PodSpec {
+        service_account_name: spec.service_account_name,
+        ..Default::default()
+    });
+    Pod {
+        metadata: slim_meta(pod.metadata),
+        spec,
+        status: None,
+    }
+}
+
+/// What the index needs of an EndpointSlice: its endpoints and ports, and slim metadata.
+pub(crate) fn slim_slice(mut slice: EndpointSlice) -> EndpointSlice {
+    slice.metadata = slim_meta(slice.metadata);
+    slice
 }

@@ -16,7 +16,7 @@ use serde::de::DeserializeOwned;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use super::index::Index;
+use super::index::{Index, slim_pod, slim_service, slim_slice};
 use crate::policy::PolicyIndex;
 use crate::policy::crd::api_resource;
 
@@ -70,6 +70,9 @@ impl Drop for Watchers {
 
 /// What a watcher does with each kind of event.
 struct Ops<K> {
+    /// What of an object is kept, applied as it arrives: a first list of a large cluster is
+    /// buffered whole until it is complete, so it must be buffered slim.
+    slim: fn(K) -> K,
     apply: Box<dyn Fn(K) + Send>,
     delete: Box<dyn Fn(&K) + Send>,
     replace: Box<dyn Fn(Vec<K>) + Send>,
@@ -81,12 +84,14 @@ impl Watchers {
         let (tx, rx) = watch::channel([false; 4]);
         let (i1, i2, i3) = (index.clone(), index.clone(), index.clone());
         let services = Ops {
+            slim: slim_service,
             apply: Box::new(move |s| i1.apply_service(s)),
             delete: Box::new(move |s| i2.delete_service(s)),
             replace: Box::new(move |s| i3.replace_services(s)),
         };
         let (i1, i2, i3) = (index.clone(), index.clone(), index.clone());
         let slices = Ops {
+            slim: slim_slice,
             apply: Box::new(move |s| i1.apply_slice(s)),
             delete: Box::new(move |s| i2.delete_slice(s)),
             replace: Box::new(move |s| i3.replace_slices(s)),
@@ -94,6 +99,7 @@ impl Watchers {
         let (i1, i2, i3) = (index.clone(), index.clone(), index);
         let (p1, p2, p3) = (policy.clone(), policy.clone(), policy.clone());
         let pods = Ops {
+            slim: slim_pod,
             apply: Box::new(move |p: Pod| {
                 p1.apply_pod(&p);
                 i1.apply_pod(p);
@@ -109,6 +115,7 @@ impl Watchers {
         };
         let (p1, p2, p3) = (policy.clone(), policy.clone(), policy);
         let authorizations = Ops {
+            slim: |object| object,
             apply: Box::new(move |a| p1.apply_authorization(a)),
             delete: Box::new(move |a| p2.delete_authorization(a)),
             replace: Box::new(move |a| p3.replace_authorizations(a)),
@@ -156,16 +163,16 @@ where
     K: kube::Resource + Clone + DeserializeOwned + Debug + Send + 'static,
 {
     tokio::spawn(async move {
-        let mut events = watcher::watcher(api, watcher::Config::default())
-            .default_backoff()
-            .boxed();
+        // Small pages: each page of full objects is parsed whole before it is slimmed.
+        let config = watcher::Config::default().page_size(100);
+        let mut events = watcher::watcher(api, config).default_backoff().boxed();
         let mut listing: Vec<K> = Vec::new();
         while let Some(event) = events.next().await {
             match event {
-                Ok(Event::Apply(object)) => (ops.apply)(object),
+                Ok(Event::Apply(object)) => (ops.apply)((ops.slim)(object)),
                 Ok(Event::Delete(object)) => (ops.delete)(&object),
                 Ok(Event::Init) => listing.clear(),
-                Ok(Event::InitApply(object)) => listing.push(object),
+                Ok(Event::InitApply(object)) => listing.push((ops.slim)(object)),
                 Ok(Event::InitDone) => {
                     (ops.replace)(std::mem::take(&mut listing));
                     synced.send_modify(|kinds| kinds[slot] = true);

@@ -7,6 +7,7 @@
 //! request waits (at most the service's deadline) for the control plane's first answer, so an
 //! unknown authority is a clear 404 ("no such service"), not a wait for a timeout.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
@@ -32,6 +33,8 @@ pub(crate) type MakeStack =
 /// A discovered authority.
 #[derive(Clone)]
 struct Discovered {
+    /// The authority, for the "no such service" error (shared, so requests copy no text).
+    authority: Arc<str>,
     stack: ServiceStack,
     report: DestinationReport,
 }
@@ -108,6 +111,7 @@ impl OutboundRoutes {
         };
         let (updates, report) = watch(resolver.client.clone(), authority, config);
         let made = Discovered {
+            authority: Arc::from(authority),
             stack: (resolver.make)(authority, updates),
             report,
         };
@@ -118,23 +122,25 @@ impl OutboundRoutes {
     }
 }
 
-/// The authority a request names, with the default port when it has none (so that `web` and
-/// `web:80` are one service).
-fn authority_of<B>(req: &Request<B>) -> String {
-    let raw = req
-        .uri()
+/// The authority a request names: its URI's, or else its `Host` header's.
+fn raw_authority<B>(req: &Request<B>) -> &str {
+    req.uri()
         .authority()
         .map(|a| a.as_str())
         .or_else(|| req.headers().get(http::header::HOST)?.to_str().ok())
         .unwrap_or_default()
-        .to_ascii_lowercase();
-    if raw
+}
+
+/// `raw` in lower case with the default port when it has none (so that `web` and `web:80` are
+/// one service); borrowed when it already is (the usual case: no allocation).
+fn normalized(raw: &str) -> Cow<'_, str> {
+    let has_port = raw
         .rsplit_once(':')
-        .is_some_and(|(_, port)| port.parse::<u16>().is_ok())
-    {
-        raw
-    } else {
-        format!("{raw}:80")
+        .is_some_and(|(_, port)| port.parse::<u16>().is_ok());
+    match (raw.bytes().any(|b| b.is_ascii_uppercase()), has_port) {
+        (false, true) => Cow::Borrowed(raw),
+        (_, true) => Cow::Owned(raw.to_ascii_lowercase()),
+        (_, false) => Cow::Owned(format!("{}:80", raw.to_ascii_lowercase())),
     }
 }
 
@@ -150,24 +156,29 @@ impl Service<Request<Incoming>> for OutboundRoutes {
     }
 
     fn call(&mut self, req: Request<Incoming>) -> Self::Future {
-        let Some(resolver) = self.resolver.clone() else {
+        let discovered = match &self.resolver {
+            None => None,
+            Some(resolver) => {
+                let raw = raw_authority(&req);
+                // Configured services first (the router matches with or without the port, in
+                // any case); an empty authority is the router's 404 to give.
+                if raw.is_empty() || self.configured.lookup(raw).is_some() {
+                    None
+                } else {
+                    let wait = resolver.first_answer;
+                    Some((self.discovered_for(resolver, &normalized(raw)), wait))
+                }
+            }
+        };
+        let Some((discovered, wait)) = discovered else {
             return Box::pin(self.configured.clone().oneshot(req));
         };
-        let authority = authority_of(&req);
-        if authority == ":80" {
-            return Box::pin(self.configured.clone().oneshot(req));
-        }
-        if self.configured.lookup(&authority).is_some() {
-            return Box::pin(self.configured.clone().oneshot(req));
-        }
-        let discovered = self.discovered_for(&resolver, &authority);
-        let wait = resolver.first_answer;
         Box::pin(async move {
             if !discovered.report.has_received() {
                 let _ = tokio::time::timeout(wait, discovered.report.answered()).await;
             }
             if let Some(reason) = discovered.report.no_such_service() {
-                return Err(NoRouteError::unknown(&authority, &reason).into());
+                return Err(NoRouteError::unknown(&discovered.authority, &reason).into());
             }
             discovered.stack.oneshot(req).await
         })

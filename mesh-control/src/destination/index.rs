@@ -158,19 +158,7 @@ impl Index {
 
     /// The complete list of Services (after a (re)list): anything not in it is gone.
     pub fn replace_services(&self, services: Vec<Service>) {
-        let keep: HashSet<Key> = services
-            .iter()
-            .filter_map(|s| key_of(&s.metadata))
-            .collect();
-        let gone: Vec<Service> = {
-            let state = self.lock();
-            state
-                .services
-                .iter()
-                .filter(|(k, _)| !keep.contains(*k))
-                .map(|(_, s)| s.clone())
-                .collect()
-        };
+        let gone = missing_from(&self.lock().services, &services, |s| key_of(&s.metadata));
         for service in &gone {
             self.delete_service(service);
         }
@@ -232,16 +220,7 @@ impl Index {
 
     /// The complete list of EndpointSlices.
     pub fn replace_slices(&self, slices: Vec<EndpointSlice>) {
-        let keep: HashSet<Key> = slices.iter().filter_map(|s| key_of(&s.metadata)).collect();
-        let gone: Vec<EndpointSlice> = {
-            let state = self.lock();
-            state
-                .slices
-                .iter()
-                .filter(|(k, _)| !keep.contains(*k))
-                .map(|(_, s)| s.clone())
-                .collect()
-        };
+        let gone = missing_from(&self.lock().slices, &slices, |s| key_of(&s.metadata));
         for slice in &gone {
             self.delete_slice(slice);
         }
@@ -519,6 +498,19 @@ impl PodInfo {
             opaque_ports,
         }
     }
+}
+
+/// The objects `held` whose keys are not in `listed`: what a complete (re)list says is gone.
+fn missing_from<T: Clone, L>(
+    held: &HashMap<Key, T>,
+    listed: &[L],
+    key: impl Fn(&L) -> Option<Key>,
+) -> Vec<T> {
+    let keep: HashSet<Key> = listed.iter().filter_map(key).collect();
+    held.iter()
+        .filter(|(k, _)| !keep.contains(*k))
+        .map(|(_, v)| v.clone())
+        .collect()
 }
 
 /// An object's namespace and name.

@@ -4,6 +4,10 @@
 //! The handshake is measured through mesh-tls (detection, rotating credentials, expected-identity
 //! check) and through a stock tokio-rustls pair configured the same way, side by side.
 //!
+//! The handshake is also measured with the credentials from each source, same stack: files
+//! written by the development CA, and SVIDs from a real SPIRE agent (the bench binary registered
+//! as a workload; skipped, with a note, when `tests/spire/build.sh` has not built SPIRE).
+//!
 //! Run: `cargo bench -p benches --bench tls`.
 
 use std::net::SocketAddr;
@@ -172,6 +176,90 @@ fn handshakes(c: &mut Criterion) {
     group.finish();
 }
 
+/// A handshake through mesh-tls between two stores, measured in `group` as `name`.
+fn bench_store_pair(
+    group: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
+    rt: &Runtime,
+    name: &str,
+    (server, client): (CredentialStore, CredentialStore),
+) {
+    let expected = server.current().identity().clone();
+    let acceptor = TlsAcceptor::new(server, TlsSettings::default()).expect("acceptor");
+    let addr = rt.block_on(mesh_server(acceptor));
+    let connector = TlsConnector::new(client, TlsSettings::default());
+    group.bench_function(name, |b| {
+        b.to_async(rt).iter(|| async {
+            let tcp = TcpStream::connect(addr).await.expect("connect");
+            let mut tls = connector.connect(tcp, &expected).await.expect("handshake");
+            let mut one = [0u8; 1];
+            tls.read_exact(&mut one).await.expect("byte");
+        })
+    });
+}
+
+/// Files from the development CA against SVIDs from SPIRE, through the same acceptor and
+/// connector.
+fn handshakes_by_source(c: &mut Criterion) {
+    let rt = runtime();
+    let mut group = c.benchmark_group("mtls_handshake_by_source");
+    group.throughput(Throughput::Elements(1));
+
+    let pki = pki();
+    let dir = std::env::temp_dir().join(format!("mesh-bench-files-{}", std::process::id()));
+    pki.server.write(dir.join("server")).expect("write");
+    pki.client.write(dir.join("client")).expect("write");
+    let from_files = |side: &str| {
+        CredentialStore::from_files(&mesh_tls::CredentialFiles::in_dir(dir.join(side)))
+            .expect("credentials from files")
+    };
+    bench_store_pair(
+        &mut group,
+        &rt,
+        "files",
+        (from_files("server"), from_files("client")),
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+
+    // Held until the group ends: the agent keeps serving the SVIDs.
+    let spire = rt.block_on(spire_stores());
+    match &spire {
+        Ok((_spire, server, client)) => {
+            bench_store_pair(&mut group, &rt, "spire", (server.clone(), client.clone()))
+        }
+        Err(e) => eprintln!("mtls_handshake_by_source/spire skipped: {e}"),
+    }
+    group.finish();
+}
+
+/// A SPIRE server and agent with this binary registered, and two stores following its
+/// Workload API (the server side and the client side of the bench).
+async fn spire_stores()
+-> Result<(mesh_tls::test_util::Spire, CredentialStore, CredentialStore), String> {
+    use mesh_tls::spiffe::{SpiffeConfig, follow};
+    use mesh_tls::test_util::{Spire, SpireOptions};
+    let spire = Spire::start(SpireOptions::default())
+        .await
+        .map_err(|e| e.to_string())?;
+    let id = spire.id("ns/bench/sa/tls");
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    spire
+        .register(&id, &exe, Duration::from_secs(3600))
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut stores = Vec::new();
+    for _ in 0..2 {
+        let (_task, identity) = follow(SpiffeConfig::new(Some(spire.socket()), Some(id.clone())))
+            .map_err(|e| e.to_string())?;
+        let store = tokio::time::timeout(Duration::from_secs(60), identity.credentials())
+            .await
+            .map_err(|_| "no SVID from the agent in 60 s".to_owned())?;
+        stores.push(store);
+    }
+    let client = stores.pop().ok_or("no store")?;
+    let server = stores.pop().ok_or("no store")?;
+    Ok((spire, server, client))
+}
+
 const CHUNK: usize = 64 * 1024;
 const TRANSFER: u64 = 16 * 1024 * 1024;
 
@@ -262,5 +350,5 @@ fn throughput(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, handshakes, throughput);
+criterion_group!(benches, handshakes, handshakes_by_source, throughput);
 criterion_main!(benches);

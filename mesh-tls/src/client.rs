@@ -42,6 +42,10 @@ pub enum HandshakeError {
     /// The settings are not usable with the crypto provider.
     #[error("TLS settings rejected: {0}")]
     Config(#[from] rustls::Error),
+    /// This workload has no identity to present: its credentials were withdrawn (see
+    /// [`CredentialStore::withdraw`]). Says why; nothing was sent.
+    #[error("this workload has no identity to present: {0}")]
+    Withdrawn(String),
 }
 
 /// No meshed endpoint (address and identity) is known for a URI, so nothing is dialled: a
@@ -87,6 +91,9 @@ impl TlsConnector {
     where
         I: AsyncRead + AsyncWrite + Unpin,
     {
+        if let Some(reason) = self.store.withdrawn() {
+            return Err(HandshakeError::Withdrawn(reason));
+        }
         let provider = Arc::clone(&self.store.current().provider);
         let mut config = ClientConfig::builder_with_provider(provider)
             .with_protocol_versions(self.settings.versions())?

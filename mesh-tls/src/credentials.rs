@@ -123,6 +123,34 @@ impl Credentials {
         )
     }
 
+    /// Builds credentials wholly from DER: a chain (leaf first), its key and the trust roots,
+    /// as the SPIFFE Workload API hands them over.
+    pub fn from_der_with_roots(
+        chain: Vec<CertificateDer<'static>>,
+        key: PrivateKeyDer<'static>,
+        roots: Vec<CertificateDer<'static>>,
+    ) -> Result<Self, CredentialsError> {
+        for (what, empty) in [
+            ("certificate", chain.is_empty()),
+            ("trust root", roots.is_empty()),
+        ] {
+            if empty {
+                return Err(CredentialsError::Pem {
+                    what,
+                    origin: Origin::Memory.to_string(),
+                    reason: "none given".into(),
+                });
+            }
+        }
+        Self::build(
+            chain,
+            key,
+            roots,
+            [Origin::Memory, Origin::Memory, Origin::Memory],
+            default_provider(),
+        )
+    }
+
     /// Reads and parses the three PEM files.
     pub fn from_files(files: &CredentialFiles) -> Result<Self, CredentialsError> {
         let chain = read(&files.chain)?;

@@ -49,3 +49,12 @@ pub fn serial_of(cert: &CertificateDer<'_>) -> Result<String, CertIdentityError>
         .map_err(|e| CertIdentityError::Parse(e.to_string()))?;
     Ok(cert.raw_serial_as_string())
 }
+
+/// When a certificate stops being valid (its `notAfter`).
+pub fn not_after_of(cert: &CertificateDer<'_>) -> Result<std::time::SystemTime, CertIdentityError> {
+    let (_, cert) = x509_parser::parse_x509_certificate(cert.as_ref())
+        .map_err(|e| CertIdentityError::Parse(e.to_string()))?;
+    let seconds = cert.validity().not_after.timestamp();
+    // Before 1970 is long expired: the epoch will do.
+    Ok(std::time::UNIX_EPOCH + std::time::Duration::from_secs(u64::try_from(seconds).unwrap_or(0)))
+}

@@ -21,6 +21,8 @@
 //! - `control` (feature `control`): a TLS channel to the control plane that verifies its
 //!   identity, and a `control::Certifier` that gets and renews certificates from its
 //!   identity API into a [`CredentialStore`].
+//! - `spiffe` (feature `spiffe`): credentials from the SPIFFE Workload API (a SPIRE agent),
+//!   following its stream of SVIDs and bundles into a [`CredentialStore`].
 //! - [`DevCa`]: a development CA minting a trust root and short-lived workload certificates
 //!   (ECDSA P-256 by default), also as `cargo run -p examples --example mesh-ca`.
 //!
@@ -68,7 +70,11 @@ mod identity;
 mod peer;
 mod server;
 mod settings;
+#[cfg(feature = "spiffe")]
+pub mod spiffe;
 mod store;
+#[cfg(feature = "test-util")]
+pub mod test_util;
 mod verify;
 
 pub use self::ca::{CaError, DevCa, Issued, KeyAlgorithm, ServerCert};
@@ -79,7 +85,7 @@ pub use self::client::{
 pub use self::credentials::{CredentialFiles, Credentials, CredentialsError, default_provider};
 pub use self::csr::{CertificateRequest, Certified, CsrRefused};
 pub use self::forward::{ForwardIdentity, ForwardIdentityLayer};
-pub use self::identity::{CertIdentityError, identity_of, serial_of};
+pub use self::identity::{CertIdentityError, identity_of, not_after_of, serial_of};
 pub use self::peer::{SetPeerIdentity, SetPeerIdentityLayer};
 pub use self::server::{AcceptCounts, AcceptError, AcceptStats, Accepted, ServerIo, TlsAcceptor};
 pub use self::settings::{Mode, Negotiated, OPAQUE_ALPN, TlsSettings};

@@ -41,6 +41,10 @@ pub enum AcceptError {
     /// The verified client certificate names no identity.
     #[error("the client certificate names no identity: {0}")]
     NoIdentity(#[from] crate::identity::CertIdentityError),
+    /// This workload has no identity to present: its credentials were withdrawn (see
+    /// [`CredentialStore::withdraw`]). Says why.
+    #[error("this workload has no identity to present: {0}")]
+    Withdrawn(String),
     /// Reading the connection failed.
     #[error("reading the connection failed: {0}")]
     Io(#[source] io::Error),
@@ -56,6 +60,7 @@ impl AcceptError {
             Self::Closed => "closed",
             Self::Handshake(err) => handshake_reason(err),
             Self::NoIdentity(_) => "no_identity",
+            Self::Withdrawn(_) => "no_local_identity",
             Self::Io(_) => "io",
         }
     }
@@ -163,6 +168,8 @@ fn outcome_of<I>(result: &Result<Accepted<I>, AcceptError>) -> HandshakeOutcome 
 pub struct TlsAcceptor {
     config: Arc<ServerConfig>,
     settings: TlsSettings,
+    /// Asked before each handshake whether there is an identity to present.
+    store: CredentialStore,
     /// Its own counters, while they are what it reports to.
     stats: Option<Arc<AcceptStats>>,
     observer: Arc<dyn HandshakeObserver>,
@@ -210,12 +217,13 @@ impl TlsAcceptor {
                 store: store.clone(),
                 mandatory: settings.mode != Mode::ClientCertOptional,
             }))
-            .with_cert_resolver(Arc::new(CurrentCert(store)));
+            .with_cert_resolver(Arc::new(CurrentCert(store.clone())));
         config.alpn_protocols = settings.alpn.clone();
         let stats = Arc::new(AcceptStats::default());
         Ok(Self {
             config: Arc::new(config),
             settings,
+            store,
             observer: Arc::clone(&stats) as Arc<dyn HandshakeObserver>,
             stats: Some(stats),
         })
@@ -266,6 +274,9 @@ impl TlsAcceptor {
             Ok(false) | Err(Undecided::BufferFull) => return Err(AcceptError::NotTls),
             Err(Undecided::Eof) => return Err(AcceptError::Closed),
             Err(Undecided::Deadline) => return Err(AcceptError::DetectTimeout),
+        }
+        if let Some(reason) = self.store.withdrawn() {
+            return Err(AcceptError::Withdrawn(reason));
         }
         let acceptor = tokio_rustls::TlsAcceptor::from(Arc::clone(&self.config));
         let handshake = acceptor.accept(sniffed.io);

@@ -1,6 +1,6 @@
 //! The current credentials behind an atomic swap, and reloading them when their files change.
 
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -14,6 +14,13 @@ use crate::credentials::{CredentialFiles, Credentials, CredentialsError};
 /// Handshakes load the current credentials once (an atomic load, no lock); a connection keeps
 /// what it was established with, so in-flight connections are not disturbed by a rotation.
 /// Cheap to clone (shared).
+///
+/// A source that learns the workload has no identity any more (a SPIFFE Workload API that
+/// withdrew it, a certificate that expired with nothing to replace it) [withdraws] the
+/// credentials: new handshakes on either side then fail at once with a typed error naming the
+/// reason, until the next [`CredentialStore::replace`].
+///
+/// [withdraws]: CredentialStore::withdraw
 #[derive(Clone)]
 pub struct CredentialStore {
     shared: Arc<Shared>,
@@ -23,6 +30,9 @@ struct Shared {
     current: ArcSwap<Credentials>,
     rotations: AtomicU64,
     last_error: Mutex<Option<String>>,
+    /// Set by `withdraw`, cleared by `replace`; read (one atomic load) by every handshake.
+    withdrawn: AtomicBool,
+    withdrawn_because: Mutex<Option<String>>,
 }
 
 impl std::fmt::Debug for CredentialStore {
@@ -42,6 +52,8 @@ impl CredentialStore {
                 current: ArcSwap::from_pointee(credentials),
                 rotations: AtomicU64::new(0),
                 last_error: Mutex::new(None),
+                withdrawn: AtomicBool::new(false),
+                withdrawn_because: Mutex::new(None),
             }),
         }
     }
@@ -56,10 +68,38 @@ impl CredentialStore {
         self.shared.current.load_full()
     }
 
-    /// Replaces the credentials for every later handshake.
+    /// Replaces the credentials for every later handshake (and ends a withdrawal).
     pub fn replace(&self, credentials: Credentials) {
         self.shared.current.store(Arc::new(credentials));
         self.shared.rotations.fetch_add(1, Relaxed);
+        if self.shared.withdrawn.swap(false, Relaxed) {
+            *lock(&self.shared.withdrawn_because) = None;
+        }
+    }
+
+    /// Stops every later handshake from using the credentials, for `reason` (kept for
+    /// [`CredentialStore::withdrawn`] and the handshakes' errors). Connections already open
+    /// keep their session. A later [`CredentialStore::replace`] ends the withdrawal.
+    pub fn withdraw(&self, reason: impl Into<String>) {
+        *lock(&self.shared.withdrawn_because) = Some(reason.into());
+        self.shared.withdrawn.store(true, Relaxed);
+    }
+
+    /// Why the credentials are withdrawn, if they are.
+    pub fn withdrawn(&self) -> Option<String> {
+        if !self.is_withdrawn() {
+            return None;
+        }
+        Some(
+            lock(&self.shared.withdrawn_because)
+                .clone()
+                .unwrap_or_else(|| "the credentials were withdrawn".into()),
+        )
+    }
+
+    /// Whether the credentials are withdrawn: one atomic load, for the handshake path.
+    pub(crate) fn is_withdrawn(&self) -> bool {
+        self.shared.withdrawn.load(Relaxed)
     }
 
     /// Reloads from `files` on demand. On error the current credentials stay in force, and the
@@ -86,19 +126,11 @@ impl CredentialStore {
 
     /// The last reload error, cleared by a successful reload.
     pub fn last_error(&self) -> Option<String> {
-        self.shared
-            .last_error
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
+        lock(&self.shared.last_error).clone()
     }
 
     fn set_last_error(&self, error: Option<String>) {
-        *self
-            .shared
-            .last_error
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner) = error;
+        *lock(&self.shared.last_error) = error;
     }
 
     /// Watches `files`, checking every `interval` whether their contents changed, and reloads
@@ -129,6 +161,11 @@ impl CredentialStore {
             }
         })
     }
+}
+
+/// A poisoned reason is still a reason: the data is a string.
+fn lock(reason: &Mutex<Option<String>>) -> std::sync::MutexGuard<'_, Option<String>> {
+    reason.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 async fn read_blocking(files: CredentialFiles) -> Result<[Vec<u8>; 3], CredentialsError> {

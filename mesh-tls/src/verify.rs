@@ -86,15 +86,22 @@ impl TrustRoots for FixedRoots {
 #[derive(Debug)]
 pub(crate) struct CurrentCert(pub(crate) CredentialStore);
 
+impl CurrentCert {
+    /// The certificate to present, unless the store's credentials were withdrawn.
+    fn certified(&self) -> Option<Arc<CertifiedKey>> {
+        (!self.0.is_withdrawn()).then(|| Arc::clone(&self.0.current().certified))
+    }
+}
+
 impl ResolvesServerCert for CurrentCert {
     fn resolve(&self, _: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        Some(Arc::clone(&self.0.current().certified))
+        self.certified()
     }
 }
 
 impl ResolvesClientCert for CurrentCert {
     fn resolve(&self, _: &[&[u8]], _: &[SignatureScheme]) -> Option<Arc<CertifiedKey>> {
-        Some(Arc::clone(&self.0.current().certified))
+        self.certified()
     }
 
     fn has_certs(&self) -> bool {

@@ -3,7 +3,7 @@
 //! (the configuration in force, as JSON).
 
 use std::convert::Infallible;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
 use http::header::{CONTENT_TYPE, HeaderValue};
@@ -17,6 +17,7 @@ use tokio::net::TcpListener;
 
 use super::Shared;
 use super::config::Config;
+use super::identity::Status;
 use super::outbound::SnapshotFn;
 use mesh_core::drain::Drain;
 use mesh_core::serve::serve_connection;
@@ -32,13 +33,74 @@ pub(crate) struct Admin {
     pub(crate) drain: Arc<Drain>,
     /// The outbound routes, for the authorities discovered through the control plane.
     pub(crate) routes: super::resolve::OutboundRoutes,
-    /// The control plane's certification, in Kubernetes mode.
-    pub(crate) certifier: Option<mesh_tls::control::CertifierReport>,
+    /// The credentials in force (withdrawn ones make the proxy not ready).
+    pub(crate) store: mesh_tls::CredentialStore,
+}
+
+/// What the admin listener serves: from the start, how the identity source is doing; once the
+/// proxy has started, every page.
+pub(crate) struct Slot {
+    identity: Status,
+    admin: OnceLock<Admin>,
+}
+
+impl Slot {
+    /// A proxy still waiting for its identity.
+    pub(crate) fn new(identity: Status) -> Self {
+        Self {
+            identity,
+            admin: OnceLock::new(),
+        }
+    }
+
+    /// The proxy has started: every page is served.
+    pub(crate) fn started(&self, admin: Admin) {
+        let _ = self.admin.set(admin);
+    }
+
+    fn answer(&self, req: &Request<Incoming>) -> Response<ProxyBody> {
+        if req.method() != Method::GET {
+            return text(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "only GET is served here\n".into(),
+            );
+        }
+        let Some(admin) = self.admin.get() else {
+            let why = self
+                .identity
+                .not_ready()
+                .unwrap_or_else(|| "loading the identity".into());
+            return match req.uri().path() {
+                "/live" => text(StatusCode::OK, "live\n".into()),
+                _ => text(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!("starting: {why}\n"),
+                ),
+            };
+        };
+        if req.uri().path() == "/ready" {
+            if admin.drain.is_draining() {
+                return text(StatusCode::SERVICE_UNAVAILABLE, "draining\n".into());
+            }
+            if let Some(why) = admin
+                .store
+                .withdrawn()
+                .or_else(|| self.identity.not_ready())
+            {
+                return text(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!("no identity: {why}\n"),
+                );
+            }
+            return text(StatusCode::OK, "ready\n".into());
+        }
+        admin.answer(req, &self.identity)
+    }
 }
 
 /// Serves the admin pages until the task is aborted (the admin listener outlives draining, so
 /// that `/ready` can say the proxy is going away).
-pub(crate) async fn serve(listener: TcpListener, admin: Arc<Admin>) {
+pub(crate) async fn serve(listener: TcpListener, admin: Arc<Slot>) {
     // Admin connections are never told to drain: their watch belongs to a drain of their own
     // that is never signalled.
     let (_never, watch) = Drain::new();
@@ -66,13 +128,7 @@ pub(crate) async fn serve(listener: TcpListener, admin: Arc<Admin>) {
 }
 
 impl Admin {
-    fn answer(&self, req: &Request<Incoming>) -> Response<ProxyBody> {
-        if req.method() != Method::GET {
-            return text(
-                StatusCode::METHOD_NOT_ALLOWED,
-                "only GET is served here\n".into(),
-            );
-        }
+    fn answer(&self, req: &Request<Incoming>, identity: &Status) -> Response<ProxyBody> {
         match req.uri().path() {
             "/metrics" => {
                 let mut rsp = text(StatusCode::OK, self.registry.encode());
@@ -83,12 +139,8 @@ impl Admin {
                 rsp
             }
             "/live" => text(StatusCode::OK, "live\n".into()),
-            "/ready" if self.drain.is_draining() => {
-                text(StatusCode::SERVICE_UNAVAILABLE, "draining\n".into())
-            }
-            "/ready" => text(StatusCode::OK, "ready\n".into()),
             "/tap" => serve_tap(&self.shared.tap, req).map(boxed),
-            "/endpoints" => json_response(&self.endpoints()),
+            "/endpoints" => json_response(&self.endpoints(identity)),
             "/config" => json_response(&serde_json::to_value(&self.config).unwrap_or_default()),
             _ => text(
                 StatusCode::NOT_FOUND,
@@ -97,7 +149,7 @@ impl Admin {
         }
     }
 
-    fn endpoints(&self) -> serde_json::Value {
+    fn endpoints(&self, identity: &Status) -> serde_json::Value {
         let services: Vec<_> = self
             .snapshots
             .iter()
@@ -125,17 +177,7 @@ impl Admin {
             .into_iter()
             .map(|(authority, endpoints)| json!({ "authority": authority, "endpoints": endpoints }))
             .collect();
-        let certifier = self.certifier.as_ref().map(|report| {
-            json!({
-                "certified": report.certified(),
-                "failures": report.failures(),
-                "last_error": report.last_error(),
-                "valid_until_unix": report.valid_until()
-                    .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-                    .map(|d| d.as_secs()),
-            })
-        });
-        json!({ "services": services, "discovered": discovered, "certificate": certifier })
+        json!({ "services": services, "discovered": discovered, "identity": identity.json() })
     }
 }
 

@@ -59,10 +59,14 @@ pub struct Workload {
 #[serde(deny_unknown_fields)]
 pub struct IdentityConfig {
     /// A directory holding `cert.pem`, `key.pem` and `roots.pem`, relative to the config file.
-    /// Required unless `[control]` is set.
+    /// One of the three identity sources (with `spiffe_socket` and `[control]`).
     pub dir: Option<PathBuf>,
+    /// The SPIFFE Workload API (a SPIRE agent): `unix:///run/spire/agent.sock`, or `"env"` for
+    /// the `SPIFFE_ENDPOINT_SOCKET` variable. The SVIDs it streams are this proxy's identity.
+    pub spiffe_socket: Option<String>,
     /// With `[control]`: the identity to ask for (`spiffe://<trust domain>/ns/<ns>/sa/<sa>`),
-    /// which the token must prove.
+    /// which the token must prove. With `spiffe_socket`: the identity the SVID must carry (an
+    /// SVID for another is refused); without it, the agent's default SVID is used.
     pub name: Option<Id>,
     /// How often the files are checked for rotation (default 5 s).
     #[serde(default = "five_seconds")]
@@ -408,36 +412,43 @@ impl Config {
         self.services.iter().find(|s| *s.name.get_ref() == name)
     }
 
+    /// Exactly one identity source: files, the SPIFFE Workload API, or the control plane; and
+    /// `identity.name` where it means something.
+    fn check_identity(&self) -> Result<(), Mistake> {
+        const SOURCES: &str = "give one of `identity.dir`, `identity.spiffe_socket`, or `[control]` with `identity.name`";
+        let id = &self.identity;
+        let given = [
+            ("identity.dir", id.dir.is_some()),
+            ("identity.spiffe_socket", id.spiffe_socket.is_some()),
+            ("control", self.control.is_some()),
+        ];
+        let mut sources = given.iter().filter(|(_, set)| *set).map(|(key, _)| *key);
+        let Some(first) = sources.next() else {
+            return Err(Mistake::missing("identity.dir", SOURCES));
+        };
+        if let Some(second) = sources.next() {
+            return Err(Mistake::missing(
+                second,
+                &format!("not with `{first}`: one identity source only ({SOURCES})"),
+            ));
+        }
+        match (first, &id.name) {
+            ("identity.dir", Some(_)) => Err(Mistake::missing(
+                "identity.name",
+                "not with `identity.dir`: the name is the certificate's",
+            )),
+            ("control", None) => Err(Mistake::missing(
+                "identity.name",
+                "required with `[control]`: the identity to ask the control plane for",
+            )),
+            _ => Ok(()),
+        }
+    }
+
     /// Checks what one key alone cannot: references between sections, duplicates, and each
     /// service's discovery source.
     fn check(&self) -> Result<(), Mistake> {
-        match (&self.control, &self.identity.dir, &self.identity.name) {
-            (None, None, _) => {
-                return Err(Mistake::missing(
-                    "identity.dir",
-                    "required unless `[control]` gives the identity",
-                ));
-            }
-            (None, Some(_), Some(_)) => {
-                return Err(Mistake::missing(
-                    "identity.name",
-                    "only with `[control]`: without it, the name is the certificate's",
-                ));
-            }
-            (Some(_), _, None) => {
-                return Err(Mistake::missing(
-                    "identity.name",
-                    "required with `[control]`: the identity to ask the control plane for",
-                ));
-            }
-            (Some(_), Some(_), Some(_)) => {
-                return Err(Mistake::missing(
-                    "identity.dir",
-                    "not with `[control]`: the certificate comes from the control plane",
-                ));
-            }
-            _ => {}
-        }
+        self.check_identity()?;
         if let Some(control) = &self.control {
             if control.roots.is_some() == control.roots_pem.is_some() {
                 return Err(Mistake::missing(
@@ -612,5 +623,37 @@ mod tests {
         ] {
             assert!(text.contains(key) && shown.contains(key), "{key}");
         }
+    }
+
+    #[test]
+    fn exactly_one_identity_source_is_accepted() {
+        let parse = |identity: &str| {
+            let text = format!("[identity]\n{identity}\n\n[admin]\nlisten = \"127.0.0.1:0\"\n");
+            Config::parse(&text, Path::new("p.toml"))
+        };
+        let spiffe =
+            parse("spiffe_socket = \"unix:///run/spire/agent.sock\"").expect("SPIFFE alone");
+        assert_eq!(
+            spiffe.identity.spiffe_socket.as_deref(),
+            Some("unix:///run/spire/agent.sock")
+        );
+        parse("spiffe_socket = \"env\"\nname = \"spiffe://example.org/ns/a/sa/b\"")
+            .expect("SPIFFE with the identity it must carry");
+
+        let both = parse("dir = \"certs\"\nspiffe_socket = \"env\"").expect_err("two sources");
+        assert_eq!(both.key.as_deref(), Some("identity.spiffe_socket"));
+        assert!(
+            both.to_string().contains("not with `identity.dir`"),
+            "{both}"
+        );
+        let none = parse("reload_interval = \"5s\"").expect_err("no source");
+        assert_eq!(none.key.as_deref(), Some("identity.dir"));
+        assert!(
+            none.to_string().contains("identity.spiffe_socket"),
+            "{none}"
+        );
+        let named = parse("dir = \"certs\"\nname = \"spiffe://example.org/ns/a/sa/b\"")
+            .expect_err("a name with files");
+        assert_eq!(named.key.as_deref(), Some("identity.name"));
     }
 }

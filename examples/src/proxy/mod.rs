@@ -9,6 +9,8 @@
 //! - Inbound (from the mesh): TLS detection, mTLS termination, authorization by peer
 //!   identity, metrics and tap, and the app called with the peer's identity in a header.
 //! - Admin: `/metrics`, `/ready`, `/live`, `/tap`, `/endpoints`, `/config`.
+//! - Identity: certificate files (reloaded when they change), the SPIFFE Workload API (a
+//!   SPIRE agent), or the control plane's identity API.
 //!
 //! ```
 //! use std::path::Path;
@@ -43,6 +45,7 @@ mod control;
 mod discovery;
 mod edge;
 mod endpoint;
+mod identity;
 mod inbound;
 mod outbound;
 mod resolve;
@@ -57,7 +60,7 @@ use std::time::Duration;
 
 use mesh_core::classify::{AutoClassify, Classify, ClassifyResponse};
 use mesh_metrics::{ConstLabels, HttpLabels, HttpMetrics, Registry, Tap, TcpMetrics};
-use mesh_tls::{CredentialFiles, CredentialStore, Mode, TlsAcceptor, TlsConnector, TlsSettings};
+use mesh_tls::{CredentialStore, Mode, TlsAcceptor, TlsConnector, TlsSettings};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
@@ -106,6 +109,9 @@ pub enum StartError {
     /// The control plane settings cannot be used.
     #[error("control plane: {0}")]
     Control(String),
+    /// The identity source cannot be used (a malformed SPIFFE endpoint, say).
+    #[error("identity: {0}")]
+    Identity(String),
 }
 
 /// A proxy, configured; [`Proxy::start`] binds and runs it.
@@ -163,9 +169,10 @@ impl<T> ProxyClassify for T where
 }
 
 impl Proxy {
-    /// Loads the credentials, binds every listener and starts serving. Listeners configured on
-    /// port 0 get a free port; [`Running`] says which. Outcomes are classified by the mesh's
-    /// gRPC-aware default rules.
+    /// Binds the admin listener, gets the identity (waiting for a SPIFFE agent or the control
+    /// plane as long as it takes, `/ready` saying why meanwhile), then binds every other
+    /// listener and starts serving. Listeners configured on port 0 get a free port; [`Running`]
+    /// says which. Outcomes are classified by the mesh's gRPC-aware default rules.
     pub async fn start(config: Config) -> Result<Running, StartError> {
         Self::start_with_classify(config, AutoClassify::new()).await
     }
@@ -176,26 +183,19 @@ impl Proxy {
         config: Config,
         classify: C,
     ) -> Result<Running, StartError> {
-        let (store, identity_task, link) =
-            match (&config.control, &config.identity.dir, &config.identity.name) {
-                (Some(control), _, Some(name)) => {
-                    let (store, renewal, link) = control::connect(control, &name.0).await?;
-                    (store, renewal, Some(link))
-                }
-                (_, Some(dir), _) => {
-                    let files = CredentialFiles::in_dir(dir);
-                    let store = CredentialStore::from_files(&files)?;
-                    let watcher = store.watch(files, config.identity.reload_interval.0);
-                    (store, watcher, None)
-                }
-                // Config::check refuses every other combination.
-                _ => {
-                    return Err(StartError::Control(
-                        "no identity: give `identity.dir`, or `[control]` and `identity.name`"
-                            .into(),
-                    ));
-                }
-            };
+        // The admin listener comes first, so that `/ready` can say why the proxy is not ready
+        // while it waits for its identity; nothing else is bound until there is one.
+        let mut tasks = Tasks::default();
+        let (source, identity) = identity::Source::start(&config, &mut tasks.0)?;
+        let admin_listener = bind("admin", config.admin.listen.0).await?;
+        let admin_addr = local_addr(&admin_listener, config.admin.listen.0);
+        let slot = Arc::new(admin::Slot::new(identity.clone()));
+        tasks.push(tokio::spawn(admin::serve(
+            admin_listener,
+            Arc::clone(&slot),
+        )));
+        let identity::Loaded { store, task, link } = source.load().await?;
+        tasks.0.extend(task);
         let consts = ConstLabels::new([
             ("namespace", config.workload.namespace.as_str()),
             ("deployment", config.workload.deployment.as_str()),
@@ -210,7 +210,6 @@ impl Proxy {
         };
         let (drain, _first) = Drain::new();
         let drain = Arc::new(drain);
-        let mut tasks = vec![identity_task];
 
         let services = outbound::services(&config, &shared, &classify)?;
         let resolver = match (&link, &config.control) {
@@ -285,22 +284,22 @@ impl Proxy {
             running_inbound = Some(local_addr(&listener, inb.listen.0));
             tasks.push(tokio::spawn(inbound.serve(listener, drain.watch())));
         }
-        let admin_listener = bind("admin", config.admin.listen.0).await?;
-        let admin_addr = local_addr(&admin_listener, config.admin.listen.0);
-        let registry = Registry::new(consts)
+        let mut registry = Registry::new(consts)
             .with(shared.metrics.clone())
             .with(shared.tcp_metrics.clone());
+        if let identity::Status::Spiffe(report) = &identity {
+            registry = registry.with(identity::SpiffeMetrics(report.clone()));
+        }
         let drain_timeout = config.shutdown.drain_timeout.0;
-        let admin = admin::Admin {
+        slot.started(admin::Admin {
             registry,
             shared: shared.clone(),
             snapshots: services.snapshots.clone(),
             config,
             drain: Arc::clone(&drain),
             routes: routes.clone(),
-            certifier: link.as_ref().map(|l| l.report.clone()),
-        };
-        tasks.push(tokio::spawn(admin::serve(admin_listener, Arc::new(admin))));
+            store: store.clone(),
+        });
         Ok(Running {
             admin: admin_addr,
             inbound: running_inbound,
@@ -312,8 +311,31 @@ impl Proxy {
             snapshots: services.snapshots,
             drain,
             drain_timeout,
-            tasks,
+            tasks: tasks.into_vec(),
         })
+    }
+}
+
+/// The tasks a starting proxy has spawned: aborted should the start fail half way (a port
+/// taken), handed to [`Running`] when it succeeds.
+#[derive(Default)]
+struct Tasks(Vec<JoinHandle<()>>);
+
+impl Tasks {
+    fn push(&mut self, task: JoinHandle<()>) {
+        self.0.push(task);
+    }
+
+    fn into_vec(mut self) -> Vec<JoinHandle<()>> {
+        std::mem::take(&mut self.0)
+    }
+}
+
+impl Drop for Tasks {
+    fn drop(&mut self) {
+        for task in &self.0 {
+            task.abort();
+        }
     }
 }
 

@@ -261,8 +261,14 @@ pub struct ProxyProcess {
 
 /// Starts `mesh-proxy --config FILE` and waits for its "ready" line.
 pub async fn spawn_proxy(config: &Path) -> ProxyProcess {
+    spawn_proxy_from(&proxy_binary(), config).await
+}
+
+/// Starts the `mesh-proxy` binary at `binary` (a copy, say, which SPIRE's `unix` attestor tells
+/// apart by its path) with `--config FILE`, and waits for its "ready" line.
+pub async fn spawn_proxy_from(binary: &Path, config: &Path) -> ProxyProcess {
     use tokio::io::AsyncBufReadExt;
-    let mut child = tokio::process::Command::new(proxy_binary())
+    let mut child = tokio::process::Command::new(binary)
         .arg("--config")
         .arg(config)
         .env("MESH_LOG", "warn")
@@ -272,7 +278,7 @@ pub async fn spawn_proxy(config: &Path) -> ProxyProcess {
         .expect("mesh-proxy starts");
     let stdout = child.stdout.take().expect("stdout");
     let mut lines = tokio::io::BufReader::new(stdout).lines();
-    let line = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
+    let line = tokio::time::timeout(Duration::from_secs(60), lines.next_line())
         .await
         .expect("ready in time")
         .expect("read stdout")

@@ -9,7 +9,6 @@
 
 mod control;
 mod netns;
-mod process;
 mod tokens;
 
 pub use self::control::{Control, TRUST_DOMAIN, ensure_crd};
@@ -28,7 +27,7 @@ use rcgen::{
 };
 use tokio::sync::OnceCell;
 
-use self::process::Supervised;
+use mesh_core::test_util::{Supervised, free_port};
 
 /// The Kubernetes release the fixture runs; `tests/k8s/go.mod` pins the same.
 pub const KUBERNETES_VERSION: &str = "1.37.2";
@@ -127,9 +126,9 @@ impl KubeFixture {
         std::fs::create_dir_all(&dir).map_err(io(format!("creating {}", dir.display())))?;
         let files = Files::write(&dir)?;
 
-        let client_port = process::free_port().map_err(io("finding a free port".into()))?;
-        let peer_port = process::free_port().map_err(io("finding a free port".into()))?;
-        let secure_port = process::free_port().map_err(io("finding a free port".into()))?;
+        let client_port = free_port().map_err(io("finding a free port".into()))?;
+        let peer_port = free_port().map_err(io("finding a free port".into()))?;
+        let secure_port = free_port().map_err(io("finding a free port".into()))?;
         let etcd_url = format!("http://127.0.0.1:{client_port}");
         let peer_url = format!("http://127.0.0.1:{peer_port}");
         let etcd = Supervised::spawn(

@@ -1,5 +1,6 @@
 //! Test fixtures shared by the mesh crates (feature `test-util`): real hyper servers and clients
-//! on 127.0.0.1, and bodies that stream, stall or carry trailers.
+//! on 127.0.0.1, bodies that stream, stall or carry trailers, and child processes that cannot
+//! outlive the test ([`Supervised`], for the fixtures' etcd, kube-apiserver and SPIRE).
 //!
 //! Not for production use: errors are reported, but the helpers favour brevity.
 
@@ -23,6 +24,10 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 
 use crate::error::BoxError;
+
+mod process;
+
+pub use self::process::{Supervised, free_port};
 
 /// The body type of test requests and responses.
 pub type TestBody = BoxBody<Bytes, BoxError>;

@@ -3,7 +3,8 @@
 //! Each program runs under a small bash wrapper that waits on its stdin: the test process holds
 //! the other end of the pipe, so when it exits (passing, failing, or killed) the pipe closes,
 //! the wrapper kills the program and removes the fixture's files. Statics are never dropped, so
-//! `Drop` alone could not promise this.
+//! `Drop` alone could not promise this. Set `MESH_TEST_KEEP=1` to keep the files (logs, data
+//! directories) for a post-mortem.
 
 use std::fs::File;
 use std::net::TcpListener;
@@ -16,11 +17,11 @@ const WRAPPER: &str = r#""$@" & child=$!
 read -r _
 kill -KILL "$child" 2>/dev/null
 wait "$child" 2>/dev/null
-if [ -n "$CLEANUP" ] && [ -z "$MESH_K8S_KEEP" ]; then rm -rf "$CLEANUP"; fi"#;
+if [ -n "$CLEANUP" ] && [ -z "$MESH_TEST_KEEP" ]; then rm -rf "$CLEANUP"; fi"#;
 
-/// A program under the wrapper; dropping it stops the program.
+/// A program under the wrapper; dropping it stops the program (and waits for it to be gone).
 #[derive(Debug)]
-pub(super) struct Supervised {
+pub struct Supervised {
     stdin: Option<ChildStdin>,
     wrapper: Child,
 }
@@ -28,7 +29,7 @@ pub(super) struct Supervised {
 impl Supervised {
     /// Starts `program` with `args`, its output appended to `log`; `cleanup`, if any, is
     /// removed when it stops.
-    pub(super) fn spawn(
+    pub fn spawn(
         program: &Path,
         args: &[String],
         log: &Path,
@@ -62,6 +63,6 @@ impl Drop for Supervised {
 }
 
 /// A port nobody listens on now (the race with other programs is accepted in tests).
-pub(super) fn free_port() -> std::io::Result<u16> {
+pub fn free_port() -> std::io::Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }

@@ -354,3 +354,70 @@ fn a_new_issuer_in_the_secret_signs_the_next_certificate_without_a_restart() {
         }
     })
 }
+
+#[test]
+fn a_certificate_that_expires_before_renewal_succeeds_is_withdrawn_until_the_next_one() {
+    run(async {
+        let fixture = KubeFixture::shared().await;
+        let control = Control::start(fixture, |config| {
+            config.identity.lifetime = Duration::from_secs(15)
+        })
+        .await;
+        let ns = fixture.namespace("expire", &["web"]).await;
+        let token = fixture.token(&ns, "web", DEFAULT_AUDIENCE, 600).await;
+        let file = token_file(fixture, &format!("{ns}-web"), &token);
+        let mut config = CertifyConfig::new(
+            account(&ns, "web"),
+            &file,
+            control.running.roots_pem().as_bytes().to_vec(),
+        );
+        config.max_backoff = Duration::from_secs(1);
+        let mut certifier = Certifier::new(control.plane().channel(None).expect("channel"), config);
+        let report = certifier.report();
+        let (credentials, valid_until) = certifier.certify().await.expect("certified");
+        let store = CredentialStore::new(credentials);
+        // Every renewal is refused from now on: the token is garbage.
+        std::fs::write(&file, "not-a-token").expect("spoil the token");
+        let renewal = certifier.spawn_renewal(store.clone(), valid_until);
+
+        let deadline = Instant::now() + Duration::from_secs(40);
+        while store.withdrawn().is_none() {
+            assert!(Instant::now() < deadline, "not withdrawn at expiry");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        assert!(
+            SystemTime::now() >= valid_until,
+            "withdrawn before the certificate expired"
+        );
+        let reason = store.withdrawn().expect("a reason");
+        assert!(
+            reason.contains("expired") && reason.contains("last error"),
+            "{reason}"
+        );
+        assert!(report.failures() >= 1);
+        // Handshakes now fail saying why.
+        let connector = TlsConnector::new(store.clone(), TlsSettings::default());
+        let refused = connector
+            .connect(tokio::io::duplex(1024).0, &account(&ns, "web"))
+            .await
+            .expect_err("no identity to present");
+        assert!(
+            matches!(refused, mesh_tls::HandshakeError::Withdrawn(_)),
+            "{refused}"
+        );
+
+        // A good token again: the next attempt succeeds and ends the withdrawal.
+        std::fs::write(&file, &token).expect("restore the token");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while store.withdrawn().is_some() {
+            assert!(
+                Instant::now() < deadline,
+                "still withdrawn: {:?}",
+                report.last_error()
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        assert!(store.rotations() >= 1);
+        renewal.abort();
+    })
+}

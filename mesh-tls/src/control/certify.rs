@@ -229,7 +229,9 @@ impl Certifier {
 
     /// Renews into `store` for as long as the task runs: at `renew_at` of each certificate's
     /// lifetime, then with backoff until an attempt succeeds. Until then the store keeps the
-    /// certificate it has, so a control plane that is away costs nothing before expiry.
+    /// certificate it has, so a control plane that is away costs nothing before expiry; should
+    /// the certificate expire first, the store is withdrawn (handshakes fail saying why, rather
+    /// than present a certificate every peer refuses) until the next one arrives.
     pub fn spawn_renewal(
         mut self,
         store: CredentialStore,
@@ -239,12 +241,48 @@ impl Certifier {
             let mut valid_until = valid_until;
             loop {
                 tokio::time::sleep(self.renew_in(valid_until)).await;
-                let (credentials, next) = self.certify_with_backoff().await;
+                let (credentials, next) = self
+                    .renew_before(valid_until, |reason| {
+                        tracing::warn!(%reason, "identity withdrawn until a certificate arrives");
+                        store.withdraw(reason);
+                    })
+                    .await;
                 store.replace(credentials);
                 tracing::info!(identity = %self.config.identity, "certificate renewed");
                 valid_until = next;
             }
         })
+    }
+
+    /// Tries until an attempt succeeds; should `valid_until` pass first, `expired` is told why
+    /// (once) and the attempts go on.
+    async fn renew_before(
+        &mut self,
+        valid_until: SystemTime,
+        expired: impl FnOnce(String),
+    ) -> (Credentials, SystemTime) {
+        let report = self.report.clone();
+        let identity = self.config.identity.clone();
+        let expiry = tokio::time::sleep(
+            valid_until
+                .duration_since(SystemTime::now())
+                .unwrap_or_default(),
+        );
+        let attempt = self.certify_with_backoff();
+        tokio::pin!(attempt);
+        tokio::select! {
+            renewed = &mut attempt => renewed,
+            () = expiry => {
+                let mut reason = format!(
+                    "the certificate of {identity} from the control plane expired and no new one came"
+                );
+                if let Some(error) = report.last_error() {
+                    reason.push_str(&format!(" (last error: {error})"));
+                }
+                expired(reason);
+                attempt.await
+            }
+        }
     }
 
     /// How long until `renew_at` of the lifetime that remains now, measured from now: the

@@ -209,6 +209,7 @@ async fn run(command: Command) -> Result<ExitCode, String> {
                 token_audience: mesh_control::identity::DEFAULT_AUDIENCE.into(),
                 trust_domain,
                 native_sidecar: !no_native_sidecar,
+                interception: true,
             };
             let mut input = String::new();
             std::io::stdin()

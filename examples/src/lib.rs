@@ -11,4 +11,5 @@ pub struct ReadmeDoctests;
 
 pub mod cli;
 pub mod grpc;
+pub mod init;
 pub mod proxy;

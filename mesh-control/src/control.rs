@@ -256,6 +256,7 @@ pub async fn start(
             trust_domain: config.identity.trust_domain.clone(),
             token_audience: config.identity.audience.clone(),
             native_sidecar,
+            interception: true,
         };
         let cert = issuer
             .ca

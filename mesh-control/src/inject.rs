@@ -42,7 +42,14 @@ pub struct InjectConfig {
     pub token_audience: String,
     /// Whether the cluster runs native sidecars.
     pub native_sidecar: bool,
+    /// Whether pods get transparent interception: the `mesh-init` init container (from the
+    /// proxy's image) installing the iptables rules, and a proxy routing by original
+    /// destination. Without it, apps send through the proxy's outbound port themselves.
+    pub interception: bool,
 }
+
+/// The name of the init container that installs the interception rules.
+pub const INIT_CONTAINER: &str = "mesh-init";
 
 /// Why a pod could not be injected.
 #[derive(Debug, thiserror::Error)]
@@ -102,6 +109,20 @@ pub fn inject(pod: &Pod, namespace: &str, config: &InjectConfig) -> Result<Pod, 
         config.trust_domain
     );
     let proxy_config = proxy_config(config, &identity, app_port);
+    let init = json!({
+        "name": INIT_CONTAINER,
+        "image": config.proxy_image,
+        "command": ["mesh-init"],
+        "args": [
+            "--proxy-uid", PROXY_UID.to_string(), "--inbound-port", "4143",
+            "--outbound-port", "4140", "--admin-port", "4191"
+        ],
+        // iptables needs NET_ADMIN (and NET_RAW for some backends), as root, once.
+        "securityContext": {
+            "runAsUser": 0, "runAsNonRoot": false, "allowPrivilegeEscalation": false,
+            "capabilities": { "add": ["NET_ADMIN", "NET_RAW"], "drop": ["ALL"] }
+        }
+    });
     let container = json!({
         "name": PROXY_CONTAINER,
         "image": config.proxy_image,
@@ -127,16 +148,30 @@ pub fn inject(pod: &Pod, namespace: &str, config: &InjectConfig) -> Result<Pod, 
         .get_mut("spec")
         .and_then(Value::as_object_mut)
         .ok_or_else(|| InjectError::NotAPod("no spec".into()))?;
+    let inits = spec.entry("initContainers").or_insert_with(|| json!([]));
     if config.native_sidecar {
         let mut sidecar = container;
         sidecar["restartPolicy"] = json!("Always");
         // First, so that it is up before any other init container or the app.
-        let init = spec.entry("initContainers").or_insert_with(|| json!([]));
-        if let Some(list) = init.as_array_mut() {
+        if let Some(list) = inits.as_array_mut() {
             list.insert(0, sidecar);
         }
     } else if let Some(list) = spec.get_mut("containers").and_then(Value::as_array_mut) {
         list.insert(0, container);
+    }
+    if config.interception {
+        // Before everything, the proxy included: no connection escapes the rules.
+        let inits = spec.entry("initContainers").or_insert_with(|| json!([]));
+        if let Some(list) = inits.as_array_mut() {
+            list.insert(0, init);
+        }
+    }
+    if spec
+        .get("initContainers")
+        .and_then(Value::as_array)
+        .is_some_and(Vec::is_empty)
+    {
+        spec.remove("initContainers");
     }
     let volumes = spec.entry("volumes").or_insert_with(|| json!([]));
     if let Some(list) = volumes.as_array_mut() {
@@ -179,12 +214,17 @@ fn app_port(pod: &Pod) -> u16 {
 /// The proxy's TOML; the pod's name and namespace come from the environment
 /// (`MESH_POD_NAME`, `MESH_POD_NAMESPACE`), which the proxy reads over `[workload]`.
 fn proxy_config(config: &InjectConfig, identity: &str, app_port: u16) -> String {
+    let transparent = if config.interception {
+        "transparent = true\n"
+    } else {
+        ""
+    };
     format!(
         "[identity]\nname = {identity:?}\n\n\
          [control]\naddr = {addr:?}\nidentity = {control:?}\nroots_pem = {roots:?}\ntoken = \"{TOKEN_DIR}/token\"\n\n\
          [admin]\nlisten = \"0.0.0.0:4191\"\n\n\
-         [inbound]\nlisten = \"0.0.0.0:4143\"\napp = \"127.0.0.1:{app_port}\"\n\n\
-         [outbound]\nlisten = \"127.0.0.1:4140\"\n",
+         [inbound]\nlisten = \"0.0.0.0:4143\"\napp = \"127.0.0.1:{app_port}\"\n{transparent}\n\
+         [outbound]\nlisten = \"127.0.0.1:4140\"\n{transparent}",
         addr = config.control_addr,
         control = config.control_identity,
         roots = config.trust_roots_pem,
@@ -242,6 +282,7 @@ mod tests {
             trust_domain: "mesh.local".into(),
             token_audience: "identity.mesh.local".into(),
             native_sidecar: native,
+            interception: true,
         }
     }
 
@@ -253,12 +294,27 @@ mod tests {
         let docs: Vec<Value> = serde_saphyr::from_multiple(&out).expect("yaml out");
         assert_eq!(docs.len(), 2);
         let spec = &docs[0]["spec"]["template"]["spec"];
-        let sidecar = &spec["initContainers"][0];
+        // The interception rules first, then the proxy, before the app.
+        let init = &spec["initContainers"][0];
+        assert_eq!(init["name"], INIT_CONTAINER);
+        assert_eq!(init["command"][0], "mesh-init");
+        assert_eq!(init["args"][1], PROXY_UID.to_string());
+        assert_eq!(
+            init["securityContext"]["capabilities"]["add"][0],
+            "NET_ADMIN"
+        );
+        let sidecar = &spec["initContainers"][1];
         assert_eq!(sidecar["name"], PROXY_CONTAINER);
+        assert_eq!(sidecar["securityContext"]["runAsUser"], PROXY_UID);
         assert_eq!(sidecar["restartPolicy"], "Always");
         let config_text = sidecar["env"][0]["value"].as_str().expect("config");
         assert!(config_text.contains("spiffe://mesh.local/ns/shop/sa/web"));
         assert!(config_text.contains("app = \"127.0.0.1:8080\""));
+        assert_eq!(
+            config_text.matches("transparent = true").count(),
+            2,
+            "{config_text}"
+        );
         assert_eq!(
             spec["volumes"][0]["projected"]["sources"][0]["serviceAccountToken"]["audience"],
             "identity.mesh.local"

@@ -67,6 +67,8 @@ pub mod grpc;
 pub mod handshake;
 pub mod headers;
 mod identity;
+#[cfg(feature = "transparent")]
+pub mod orig_dst;
 pub mod orig_proto;
 pub mod random;
 pub mod retry;

@@ -111,6 +111,9 @@ pub struct Admin {
 pub struct Inbound {
     /// Where the mesh connects.
     pub listen: Addr,
+    /// A second, IPv6-only listener with the same role: where `mesh-init --ipv6` redirects
+    /// IPv6 connections for the pod (`[::]:<port>`). Optional.
+    pub listen_ipv6: Option<Addr>,
     /// The local app's HTTP port.
     pub app: Addr,
     /// Where opaque TCP goes (default: `app`).
@@ -136,6 +139,12 @@ pub struct Inbound {
     /// Route names for metrics, by path prefix.
     #[serde(default, rename = "route")]
     pub routes: Vec<Route>,
+    /// Connections arrive redirected by `mesh-init` (default false): each goes to the app on
+    /// `app`'s address with the connection's original port (`SO_ORIGINAL_DST`), so one
+    /// inbound listener serves every port of the app. A connection whose original destination
+    /// cannot be read is closed.
+    #[serde(default)]
+    pub transparent: bool,
 }
 
 /// TLS on the inbound side.
@@ -155,6 +164,9 @@ pub enum TlsMode {
 pub struct Outbound {
     /// Where the local app sends HTTP (and anything else, detected).
     pub listen: Addr,
+    /// A second, IPv6-only listener with the same role: where `mesh-init --ipv6` redirects the
+    /// app's IPv6 connections (`[::1]:<port>`). Optional.
+    pub listen_ipv6: Option<Addr>,
     /// How long to wait for the app's first bytes before treating the connection as opaque
     /// TCP (default 1 s): a server-speaks-first protocol has a silent client.
     #[serde(default = "one_second")]
@@ -165,6 +177,28 @@ pub struct Outbound {
     /// Ports that are opaque TCP to one service, without detection.
     #[serde(default, rename = "tcp")]
     pub tcp: Vec<TcpListener>,
+    /// Connections arrive redirected by `mesh-init` (default false): each is routed by its
+    /// original destination (`SO_ORIGINAL_DST`), not its `Host`. An address that is an
+    /// endpoint of a `[[service]]` is meshed (that service's stack, mTLS, its identity);
+    /// anything else is egress. A connection whose original destination cannot be read is
+    /// closed.
+    #[serde(default)]
+    pub transparent: bool,
+    /// With `transparent`: what happens to connections for addresses outside the mesh:
+    /// `allow` (the default: passed through as plain TCP, counted) or `deny` (closed, counted).
+    #[serde(default)]
+    pub egress: Egress,
+}
+
+/// The egress policy of a transparent outbound side.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Egress {
+    /// Passed through as plain TCP, with metrics.
+    #[default]
+    Allow,
+    /// Refused: closed at once, with metrics.
+    Deny,
 }
 
 /// An opaque TCP port.

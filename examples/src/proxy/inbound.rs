@@ -1,6 +1,10 @@
 //! The inbound side: mTLS termination (strict by default), authorization by the peer's
 //! identity, metrics and tap, and the request forwarded to the local app with the peer's
-//! identity in a header the client cannot forge.
+//! identity in a header the client cannot forge. In transparent mode (connections redirected by
+//! `mesh-init`) the app port is each connection's original destination port.
+
+use std::collections::HashMap;
+use std::sync::{Arc, PoisonError, RwLock};
 
 use http::header::HeaderName;
 use http::uri::Authority;
@@ -14,7 +18,7 @@ use mesh_core::drain::DrainWatch;
 use mesh_core::orig_proto::OrigProtoDowngradeLayer;
 use mesh_core::route::RouteTable;
 use mesh_core::serve::serve_connection;
-use mesh_metrics::{Direction, HttpLabels, MetricsLayer};
+use mesh_metrics::{CountingIo, Direction, HttpLabels, MetricsLayer};
 use mesh_tls::authz::{AuthorizeLayer, AuthzPolicy, SharedPolicy};
 use mesh_tls::{
     Accepted, ForwardIdentity, ForwardIdentityLayer, Negotiated, SetPeerIdentityLayer, TlsAcceptor,
@@ -45,6 +49,45 @@ pub(crate) struct Inbound<C> {
     shared: Shared,
     /// Decides each request's outcome, once.
     classify: C,
+    /// Transparent mode: the app's client for each original port.
+    ports: Option<Arc<AppPorts>>,
+}
+
+/// Transparent mode: one pooled client per app port, made on first use. Looked up once per
+/// connection (a read lock), never per request.
+struct AppPorts {
+    host: std::net::IpAddr,
+    clients: RwLock<HashMap<u16, AppClient>>,
+}
+
+impl AppPorts {
+    fn client(&self, port: u16) -> AppClient {
+        let found = self
+            .clients
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&port)
+            .cloned();
+        found.unwrap_or_else(|| {
+            self.clients
+                .write()
+                .unwrap_or_else(PoisonError::into_inner)
+                .entry(port)
+                .or_insert_with(|| app_client(std::net::SocketAddr::new(self.host, port)))
+                .clone()
+        })
+    }
+}
+
+/// A pooled HTTP/1 + HTTP/2 client of the app at `addr`.
+fn app_client(addr: std::net::SocketAddr) -> AppClient {
+    DualClient::new(
+        FixedConnector(addr),
+        FixedConnector(addr),
+        UriAuthority::Fixed(
+            Authority::try_from(addr.to_string()).unwrap_or_else(|_| Authority::from_static("app")),
+        ),
+    )
 }
 
 impl<C: ProxyClassify> Inbound<C> {
@@ -68,14 +111,7 @@ impl<C: ProxyClassify> Inbound<C> {
         Ok(Self {
             acceptor,
             policy,
-            app: DualClient::new(
-                FixedConnector(config.app.0),
-                FixedConnector(config.app.0),
-                UriAuthority::Fixed(
-                    Authority::try_from(config.app.0.to_string())
-                        .unwrap_or_else(|_| Authority::from_static("app")),
-                ),
-            ),
+            app: app_client(config.app.0),
             identity_header: header,
             opaque_app: config.opaque_app.unwrap_or(config.app).0,
             routes: RouteTable::new(
@@ -87,7 +123,33 @@ impl<C: ProxyClassify> Inbound<C> {
             detect: DetectConfig::default().timeout(config.detect_timeout.0),
             shared,
             classify,
+            ports: config.transparent.then(|| {
+                Arc::new(AppPorts {
+                    host: config.app.0.ip(),
+                    clients: RwLock::default(),
+                })
+            }),
         })
+    }
+
+    /// This side for a redirected connection: the app on the port the client asked for.
+    fn for_original(&self, io: &CountingIo<TcpStream>) -> Option<Self> {
+        let ports = self.ports.as_ref()?;
+        match mesh_core::orig_dst::original_dst(io.get_ref()) {
+            Ok(original) => {
+                let port = original.port();
+                Some(Self {
+                    app: ports.client(port),
+                    opaque_app: std::net::SocketAddr::new(ports.host, port),
+                    ..self.clone()
+                })
+            }
+            Err(error) => {
+                // Never a guess: an unknown destination gets nothing forwarded.
+                tracing::warn!(%error, "closing a redirected inbound connection");
+                None
+            }
+        }
     }
 
     /// Accepts connections until the proxy drains.
@@ -102,7 +164,14 @@ impl<C: ProxyClassify> Inbound<C> {
             ..self
         };
         while let Some(io) = accept(&listener, &series, &mut drain, "inbound").await {
-            let (this, drain) = (this.clone(), drain.clone());
+            let this = match &this.ports {
+                Some(_) => match this.for_original(&io) {
+                    Some(this) => this,
+                    None => continue,
+                },
+                None => this.clone(),
+            };
+            let drain = drain.clone();
             tokio::spawn(async move {
                 match this.acceptor.accept(io).await {
                     Ok(accepted) => this.connection(accepted, drain).await,

@@ -51,6 +51,7 @@ mod outbound;
 mod resolve;
 mod serve;
 mod tcp;
+mod transparent;
 mod upgrade;
 mod values;
 
@@ -76,6 +77,7 @@ pub(crate) struct Shared {
     tcp_metrics: TcpMetrics<HttpLabels>,
     tap: Tap,
     tls: TlsConnector,
+    egress_refused: transparent::EgressRefused,
 }
 
 /// Why a proxy could not start.
@@ -207,6 +209,7 @@ impl Proxy {
             tcp_metrics: TcpMetrics::new(),
             tap: Tap::default(),
             tls: TlsConnector::new(store.clone(), TlsSettings::default()),
+            egress_refused: transparent::EgressRefused::default(),
         };
         let (drain, _first) = Drain::new();
         let drain = Arc::new(drain);
@@ -226,14 +229,22 @@ impl Proxy {
                 .opaque_service
                 .as_ref()
                 .and_then(|name| services.tcp.get(name.get_ref()).cloned());
-            tasks.push(tokio::spawn(outbound::serve(
-                listener,
-                out.clone(),
-                routes.clone(),
-                opaque,
-                shared.clone(),
-                drain.watch(),
-            )));
+            let meshed = Arc::new(services.by_addr.clone());
+            let mut listeners = vec![listener];
+            if let Some(six) = &out.listen_ipv6 {
+                listeners.push(bind_ipv6_only("outbound (IPv6)", six.0)?);
+            }
+            for listener in listeners {
+                tasks.push(tokio::spawn(outbound::serve(
+                    listener,
+                    out.clone(),
+                    routes.clone(),
+                    opaque.clone(),
+                    Arc::clone(&meshed),
+                    shared.clone(),
+                    drain.watch(),
+                )));
+            }
             for port in &out.tcp {
                 let listener = bind("outbound tcp", port.listen.0).await?;
                 tcp_addrs.push(local_addr(&listener, port.listen.0));
@@ -282,11 +293,16 @@ impl Proxy {
             let inbound = inbound::Inbound::new(inb, acceptor, shared.clone(), classify, policy)?;
             let listener = bind("inbound", inb.listen.0).await?;
             running_inbound = Some(local_addr(&listener, inb.listen.0));
+            if let Some(six) = &inb.listen_ipv6 {
+                let listener = bind_ipv6_only("inbound (IPv6)", six.0)?;
+                tasks.push(tokio::spawn(inbound.clone().serve(listener, drain.watch())));
+            }
             tasks.push(tokio::spawn(inbound.serve(listener, drain.watch())));
         }
         let mut registry = Registry::new(consts)
             .with(shared.metrics.clone())
-            .with(shared.tcp_metrics.clone());
+            .with(shared.tcp_metrics.clone())
+            .with(shared.egress_refused.clone());
         if let identity::Status::Spiffe(report) = &identity {
             registry = registry.with(identity::SpiffeMetrics(report.clone()));
         }
@@ -434,6 +450,27 @@ async fn bind(what: &'static str, addr: SocketAddr) -> Result<TcpListener, Start
     TcpListener::bind(addr)
         .await
         .map_err(|source| StartError::Bind { what, addr, source })
+}
+
+/// A listener on an IPv6 address that takes IPv6 only (`IPV6_V6ONLY`), so that `[::]:port`
+/// and `0.0.0.0:port` can both be bound: each family's original destination is read its own
+/// way.
+fn bind_ipv6_only(what: &'static str, addr: SocketAddr) -> Result<TcpListener, StartError> {
+    use socket2::{Domain, Socket, Type};
+    let error = |source| StartError::Bind { what, addr, source };
+    if !addr.is_ipv6() {
+        return Err(error(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "not an IPv6 address",
+        )));
+    }
+    let socket = Socket::new(Domain::IPV6, Type::STREAM, None).map_err(error)?;
+    socket.set_only_v6(true).map_err(error)?;
+    socket.set_reuse_address(true).map_err(error)?;
+    socket.set_nonblocking(true).map_err(error)?;
+    socket.bind(&addr.into()).map_err(error)?;
+    socket.listen(1024).map_err(error)?;
+    TcpListener::from_std(socket.into()).map_err(error)
 }
 
 fn local_addr(listener: &TcpListener, configured: SocketAddr) -> SocketAddr {

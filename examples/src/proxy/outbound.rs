@@ -3,6 +3,7 @@
 //! endpoints; and opaque TCP, detected or on dedicated ports, to a service's endpoints.
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use http::{Request, Response, Version};
@@ -25,6 +26,7 @@ use super::edge::edge;
 use super::endpoint::{EndpointClient, TcpEndpoint, endpoint_client};
 use super::resolve::OutboundRoutes;
 use super::serve::{ProxyBody, accept, boxed};
+use super::transparent::Redirected;
 use super::{ProxyClassify, Shared, StartError, tcp};
 
 /// What `/endpoints` shows of one balancer.
@@ -45,6 +47,16 @@ pub(crate) struct Services {
     pub(crate) router: Router<ServiceStack>,
     pub(crate) tcp: HashMap<String, TcpBalance>,
     pub(crate) snapshots: Vec<(String, &'static str, SnapshotFn)>,
+    /// Transparent mode: each fixed endpoint address, and the service it belongs to.
+    pub(crate) by_addr: HashMap<SocketAddr, Meshed>,
+}
+
+/// A meshed destination of a transparent outbound side: the service's HTTP stack and its TCP
+/// balancer.
+#[derive(Clone)]
+pub(crate) struct Meshed {
+    pub(crate) http: ServiceStack,
+    pub(crate) tcp: TcpBalance,
 }
 
 /// A service's balancer for opaque TCP connections: the balancer core itself, each pick a
@@ -60,6 +72,8 @@ pub(crate) fn services<C: ProxyClassify>(
     let mut routes = Vec::new();
     let mut tcp = HashMap::new();
     let mut snapshots = Vec::new();
+    let mut by_addr = HashMap::new();
+    let transparent = config.outbound.as_ref().is_some_and(|o| o.transparent);
     let tcp_names: Vec<&str> = config
         .outbound
         .iter()
@@ -72,7 +86,8 @@ pub(crate) fn services<C: ProxyClassify>(
         .collect();
     for service in &config.services {
         let name = service.name.get_ref().clone();
-        if !service.authorities.is_empty() {
+        let mut http = None;
+        if !service.authorities.is_empty() || transparent {
             let updates = discovery::updates(service)?;
             let (stack, balance) = http_service(service, updates, shared, classify.clone())?;
             for authority in &service.authorities {
@@ -83,8 +98,9 @@ pub(crate) fn services<C: ProxyClassify>(
                 "http",
                 snapshot_fn(move || balance.snapshot()),
             ));
+            http = Some(stack);
         }
-        if tcp_names.contains(&name.as_str()) {
+        if tcp_names.contains(&name.as_str()) || transparent {
             let tls = shared.tls.clone();
             let identity = service.identity.as_ref().map(|i| i.0.clone());
             let balance = Balancer::new(
@@ -98,6 +114,15 @@ pub(crate) fn services<C: ProxyClassify>(
                 "tcp",
                 snapshot_fn(move || snapshot.snapshot()),
             ));
+            if let (Some(http), Some(endpoints)) = (&http, &service.endpoints) {
+                for addr in endpoints {
+                    let meshed = Meshed {
+                        http: http.clone(),
+                        tcp: balance.clone(),
+                    };
+                    by_addr.insert(addr.0, meshed);
+                }
+            }
             tcp.insert(name, balance);
         }
     }
@@ -105,6 +130,7 @@ pub(crate) fn services<C: ProxyClassify>(
         router: Router::new(routes),
         tcp,
         snapshots,
+        by_addr,
     })
 }
 
@@ -179,6 +205,7 @@ pub(crate) async fn serve(
     outbound: config::Outbound,
     router: OutboundRoutes,
     opaque: Option<TcpBalance>,
+    meshed: Arc<HashMap<SocketAddr, Meshed>>,
     shared: Shared,
     mut drain: DrainWatch,
 ) {
@@ -187,6 +214,17 @@ pub(crate) async fn serve(
         .tcp_metrics
         .series(&HttpLabels::new(Direction::Outbound));
     while let Some(io) = accept(&listener, &series, &mut drain, "outbound").await {
+        if outbound.transparent {
+            let redirected = Redirected {
+                meshed: Arc::clone(&meshed),
+                routes: router.clone(),
+                egress: outbound.egress,
+                detect,
+                shared: shared.clone(),
+            };
+            tokio::spawn(redirected.serve(io, drain.clone()));
+            continue;
+        }
         let (router, opaque, conn_drain) = (router.clone(), opaque.clone(), drain.clone());
         tokio::spawn(async move {
             let detected = match detect_protocol(io, detect).await {
@@ -233,7 +271,7 @@ pub(crate) async fn serve_tcp(
 /// Sends an opaque connection's bytes to the endpoint the balancer picks, over mTLS. The
 /// connection attempt is the pick's outcome: its latency feeds the load estimate, and a refused
 /// or failed handshake counts toward the endpoint's failure accrual.
-async fn forward<I>(io: I, balance: TcpBalance, drain: DrainWatch)
+pub(crate) async fn forward<I>(io: I, balance: TcpBalance, drain: DrainWatch)
 where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {

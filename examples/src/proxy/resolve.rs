@@ -97,6 +97,22 @@ impl OutboundRoutes {
         list
     }
 
+    /// The stack of the service the destination API knows at `addr` (a ClusterIP and port),
+    /// for a transparently intercepted connection: `None` when there is no control plane, it
+    /// knows no such service, or it has not answered within its first-answer deadline (the
+    /// connection is then egress, not a guess).
+    pub(crate) async fn by_address(&self, addr: std::net::SocketAddr) -> Option<ServiceStack> {
+        let resolver = self.resolver.as_ref()?;
+        let discovered = self.discovered_for(resolver, &addr.to_string());
+        if !discovered.report.has_received() {
+            let _ = tokio::time::timeout(resolver.first_answer, discovered.report.answered()).await;
+        }
+        if !discovered.report.has_received() || discovered.report.no_such_service().is_some() {
+            return None;
+        }
+        Some(discovered.stack)
+    }
+
     fn discovered_for(&self, resolver: &Resolver, authority: &str) -> Discovered {
         if let Some(found) = self.discovered.load().get(authority) {
             return found.clone();

@@ -267,10 +267,16 @@ pub async fn spawn_proxy(config: &Path) -> ProxyProcess {
 /// Starts the `mesh-proxy` binary at `binary` (a copy, say, which SPIRE's `unix` attestor tells
 /// apart by its path) with `--config FILE`, and waits for its "ready" line.
 pub async fn spawn_proxy_from(binary: &Path, config: &Path) -> ProxyProcess {
+    let mut command = tokio::process::Command::new(binary);
+    command.arg("--config").arg(config);
+    spawn_proxy_command(command).await
+}
+
+/// Starts a `mesh-proxy` command line (under `ip netns exec` and `setpriv`, say) and waits for
+/// its "ready" line.
+pub async fn spawn_proxy_command(mut command: tokio::process::Command) -> ProxyProcess {
     use tokio::io::AsyncBufReadExt;
-    let mut child = tokio::process::Command::new(binary)
-        .arg("--config")
-        .arg(config)
+    let mut child = command
         .env("MESH_LOG", "warn")
         .stdout(std::process::Stdio::piped())
         .kill_on_drop(true)

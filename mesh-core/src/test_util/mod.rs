@@ -122,6 +122,16 @@ impl TestServer {
         F: Future<Output = Response<TestBody>> + Send + 'static,
     {
         let listener = TcpListener::bind((std::net::Ipv4Addr::LOCALHOST, 0)).await?;
+        Self::start_on(listener, handler)
+    }
+
+    /// Like [`TestServer::start`], on a listener the test made (in a network namespace of its
+    /// own, say).
+    pub fn start_on<H, F>(listener: TcpListener, handler: H) -> io::Result<Self>
+    where
+        H: Fn(Request<Incoming>) -> F + Clone + Send + Sync + 'static,
+        F: Future<Output = Response<TestBody>> + Send + 'static,
+    {
         let addr = listener.local_addr()?;
         let accept = tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {

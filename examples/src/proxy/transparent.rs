@@ -53,13 +53,14 @@ impl Redirected {
         if let Some(stack) = self.routes.by_address(original).await {
             return self.http(io, edge(stack), drain).await;
         }
-        let mut labels = HttpLabels::new(Direction::Outbound);
-        labels.endpoint = Some(original);
-        let series = self.shared.tcp_metrics.series(&labels);
         if self.egress == Egress::Deny {
             self.shared.egress_refused.0.fetch_add(1, Relaxed);
             return tracing::info!(destination = %original, "egress refused: the destination is outside the mesh");
         }
+        // One series per destination (the family's label-set cap bounds how many).
+        let mut labels = HttpLabels::new(Direction::Outbound);
+        labels.endpoint = Some(original);
+        let series = self.shared.tcp_metrics.series(&labels);
         match TcpStream::connect(original).await {
             Ok(upstream) => {
                 let _ = upstream.set_nodelay(true);

@@ -182,9 +182,16 @@ fn the_first_set_carries_identities_labels_and_unknown_services_are_not_found() 
                 .await
                 .expect("known service")
                 .into_inner();
-            let set = stream.message().await.expect("stream").expect("a set");
-            if !set.endpoints.is_empty() || Instant::now() > deadline {
-                break set;
+            // Until mesh-control's watch has seen the new Service, it answers NOT_FOUND.
+            match stream.message().await {
+                Ok(Some(set)) if !set.endpoints.is_empty() || Instant::now() > deadline => {
+                    break set;
+                }
+                Ok(_) => {}
+                Err(status) if status.code() == tonic::Code::NotFound => {
+                    assert!(Instant::now() < deadline, "still {status}");
+                }
+                Err(status) => panic!("stream: {status}"),
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         };

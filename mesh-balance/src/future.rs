@@ -10,6 +10,7 @@ use std::task::{Context, Poll, ready};
 use http::{Request, Response};
 use http_body::Body;
 use mesh_core::classify::{ClassifiedBody, ClassifyEos, ClassifyResponse};
+use mesh_core::retry::TriedEndpoints;
 use mesh_core::{BoxError, Class};
 use pin_project::pin_project;
 use tower::Service;
@@ -77,7 +78,11 @@ where
     /// calls it at once; keeps the request (and the pool) only if it has to wait.
     #[inline]
     pub(crate) fn new(pool: &Arc<Pool<S>>, req: Request<B>, classifier: R) -> Self {
-        let Some(pick) = pool.pick(pool.now()) else {
+        let picked = match req.extensions().get::<TriedEndpoints>() {
+            Some(tried) => pool.pick_untried(pool.now(), tried),
+            None => pool.pick(pool.now()),
+        };
+        let Some(pick) = picked else {
             return Self {
                 classifier: Some(classifier),
                 req: Some(Box::new(req)),
@@ -170,6 +175,9 @@ where
                         this.state.set(State::Done(PhantomData));
                         return already_done();
                     };
+                    if let Some(tried) = req.extensions().get::<TriedEndpoints>() {
+                        tried.record(pick.outcome.endpoint().addr);
+                    }
                     let (next, req) = start(pick, *req, cx);
                     *this.req = req;
                     this.state.set(next);

@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use arc_swap::ArcSwap;
 use mesh_core::Class;
+use mesh_core::retry::TriedEndpoints;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
@@ -176,6 +177,33 @@ impl<T: Clone> Pool<T> {
         let members = self.members.load();
         let i = self.pick_index(&members, now)?;
         let member = &members.list[i];
+        Some(Pick {
+            target: member.target.clone(),
+            outcome: Outcome::new(Arc::clone(&member.stats), now),
+        })
+    }
+
+    /// Like [`Pool::pick`], for a try of a request that went to the endpoints in `tried`
+    /// before: if the pick is one of them and another ready endpoint is not, that one (any of
+    /// them: retries are rare, and the scan is O(n) only then). Records the endpoint picked.
+    pub(crate) fn pick_untried(&self, now: u64, tried: &TriedEndpoints) -> Option<Pick<T>> {
+        let members = self.members.load();
+        let mut i = self.pick_index(&members, now)?;
+        let list = &members.list;
+        if !tried.is_empty() && tried.contains(list[i].stats.endpoint.addr) {
+            let start = self.core.random.below(list.len());
+            let untried = (0..list.len())
+                .map(|k| (start + k) % list.len())
+                .find(|&j| {
+                    let stats = &list[j].stats;
+                    stats.endpoint.weight > 0
+                        && stats.is_ready()
+                        && !tried.contains(stats.endpoint.addr)
+                });
+            i = untried.unwrap_or(i);
+        }
+        let member = &list[i];
+        tried.record(member.stats.endpoint.addr);
         Some(Pick {
             target: member.target.clone(),
             outcome: Outcome::new(Arc::clone(&member.stats), now),

@@ -65,7 +65,12 @@ pub struct DnsServer {
 impl DnsServer {
     /// Starts serving `zone` on 127.0.0.1.
     pub async fn start(zone: Zone) -> std::io::Result<Self> {
-        let socket = UdpSocket::bind("127.0.0.1:0").await?;
+        Self::start_on("127.0.0.1:0".parse().map_err(std::io::Error::other)?, zone).await
+    }
+
+    /// Starts serving `zone` on `addr` (where a stopped server was, say: the server returns).
+    pub async fn start_on(addr: SocketAddr, zone: Zone) -> std::io::Result<Self> {
+        let socket = UdpSocket::bind(addr).await?;
         let addr = socket.local_addr()?;
         let task = tokio::spawn(async move {
             let mut buf = vec![0u8; 4096];

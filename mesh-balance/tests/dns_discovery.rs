@@ -146,7 +146,7 @@ async fn a_vanished_name_empties_the_set() {
 }
 
 #[tokio::test]
-async fn an_unreachable_server_keeps_the_endpoints_and_reports() {
+async fn an_unreachable_server_keeps_the_endpoints_reports_and_recovers_when_it_returns() {
     let zone = web_zone(40);
     let dns = DnsServer::start(zone).await.expect("dns server");
     let server = dns.addr();
@@ -173,4 +173,20 @@ async fn an_unreachable_server_keeps_the_endpoints_and_reports() {
     )
     .await;
     assert!(quiet.is_err(), "no change while DNS is down");
+
+    // The server returns, on the same address, with a new answer: it applies.
+    let zone = web_zone(41);
+    let _back = DnsServer::start_on(server, zone)
+        .await
+        .expect("dns server again");
+    let mut now = changes(&mut updates, 2).await;
+    now.sort();
+    assert_eq!(now, ["+127.0.0.41:80 w1", "-127.0.0.40:80"]);
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while report.last_error().is_some() {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("the error is cleared once DNS answers again");
 }

@@ -107,3 +107,39 @@ async fn edits_apply_live_and_bad_lines_are_reported_and_skipped() {
     assert!(quiet.is_err(), "no change while the file is missing");
     assert_eq!(report.versions(), 4);
 }
+
+#[tokio::test]
+async fn a_file_replaced_by_garbage_keeps_the_endpoints_until_it_is_fixed() {
+    let path = scratch("garbage");
+    write(&path, "127.0.0.1:8101\n");
+    let (mut updates, report) = file::watch(&path, Duration::from_millis(20));
+    assert_eq!(describe(&next(&mut updates).await), "+127.0.0.1:8101 w1");
+
+    // Binary garbage: not even text. Reported; the endpoint stays.
+    std::fs::write(&path, [0xff, 0xfe, 0x00, 0x13, 0x37]).expect("garbage");
+    assert!(quiet(&mut updates).await, "a change from binary garbage");
+    assert!(report.read_error().is_some(), "binary garbage is reported");
+    // Text garbage: every line bad. Each reported by number; nothing is removed.
+    write(&path, "hello\nthis is :not an endpoint\n");
+    assert!(quiet(&mut updates).await, "a change from text garbage");
+    let lines: Vec<usize> = report.line_errors().iter().map(|e| e.line).collect();
+    assert_eq!(lines, [1, 2]);
+    assert!(report.read_error().is_none());
+    // Fixed, with another endpoint: the new state applies in full.
+    write(&path, "127.0.0.1:8102\n");
+    let mut fixed = vec![
+        describe(&next(&mut updates).await),
+        describe(&next(&mut updates).await),
+    ];
+    fixed.sort();
+    assert_eq!(fixed, ["+127.0.0.1:8102 w1", "-127.0.0.1:8101"]);
+    assert!(report.line_errors().is_empty());
+}
+
+/// Whether no change comes for 150 ms.
+async fn quiet(updates: &mut Updates) -> bool {
+    let poll = std::future::poll_fn(|cx| Pin::new(&mut *updates).poll_next(cx));
+    tokio::time::timeout(Duration::from_millis(150), poll)
+        .await
+        .is_err()
+}

@@ -21,7 +21,8 @@
 //!   names by path), the [`ErrorResponseLayer`](error::ErrorResponseLayer), [`drain`] (graceful
 //!   shutdown), [`handshake`] (how a TLS acceptor reports outcomes); with the `client` feature
 //!   `client` (a pooled HTTP/1 + HTTP/2 client), with `server` `serve` (a connection served
-//!   until drained).
+//!   until drained, with head and idle deadlines, HTTP/2 stream and flood bounds, and a
+//!   connection bound per listener).
 //!
 //! - [`Endpoint`]: one instance of a service as discovery reports it (address, expected
 //!   identity, weight, labels). The discovery sources themselves (static, file, DNS) live in

@@ -124,3 +124,29 @@ async fn a_drain_gives_up_at_its_deadline() {
     );
     assert_eq!(answer, "HTTP/1.1");
 }
+
+/// Found by the `request_path` fuzz target: hyper-util's `auto` server took an HTTP/2 preface
+/// on a connection meant for HTTP/1 (its `http1_only` does nothing with upgrades), serving
+/// HTTP/2 without the flood guard. An HTTP/1 connection now answers a preface as HTTP/1 does:
+/// not with HTTP/2 frames.
+#[tokio::test]
+async fn an_http2_preface_on_an_http1_connection_is_not_served_as_http2() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (_drain, watch) = Drain::new();
+    let addr = server(Version::HTTP_11, watch).await;
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    // The preface and an empty SETTINGS frame, as an HTTP/2 client opens.
+    let mut hello = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    hello.extend([0, 0, 0, 4, 0, 0, 0, 0, 0]);
+    tcp.write_all(&hello).await.expect("write");
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), tcp.read_to_end(&mut answer))
+        .await
+        .expect("closed in time")
+        .ok();
+    // An HTTP/2 server's first frame would be its SETTINGS: type 4 at byte 3.
+    assert!(
+        answer.is_empty() || answer.starts_with(b"HTTP/1.1 "),
+        "{answer:?}"
+    );
+}

@@ -20,9 +20,9 @@ use super::config::Config;
 use super::identity::Status;
 use super::outbound::SnapshotFn;
 use mesh_core::drain::Drain;
-use mesh_core::serve::serve_connection;
+use mesh_core::serve::serve_connection_with;
 
-use super::serve::{ProxyBody, boxed};
+use super::serve::{Listener, ProxyBody, boxed};
 
 /// What the admin pages read.
 pub(crate) struct Admin {
@@ -100,30 +100,32 @@ impl Slot {
 
 /// Serves the admin pages until the task is aborted (the admin listener outlives draining, so
 /// that `/ready` can say the proxy is going away).
-pub(crate) async fn serve(listener: TcpListener, admin: Arc<Slot>) {
+pub(crate) async fn serve(listener: TcpListener, admin: Arc<Slot>, bounds: Listener) {
     // Admin connections are never told to drain: their watch belongs to a drain of their own
     // that is never signalled.
     let (_never, watch) = Drain::new();
     loop {
-        let tcp = match listener.accept().await {
-            Ok((tcp, _)) => tcp,
+        let (tcp, peer) = match listener.accept().await {
+            Ok(accepted) => accepted,
             Err(e) => {
                 tracing::warn!(error = %e, "admin accept failed");
                 tokio::time::sleep(std::time::Duration::from_millis(10)).await;
                 continue;
             }
         };
+        let Some(admission) = bounds.admit(&tcp, peer) else {
+            continue;
+        };
         let admin = Arc::clone(&admin);
         let service = tower::service_fn(move |req: Request<Incoming>| {
             let admin = Arc::clone(&admin);
             async move { Ok::<_, Infallible>(admin.answer(&req)) }
         });
-        tokio::spawn(serve_connection(
-            tcp,
-            http::Version::HTTP_11,
-            service,
-            watch.clone(),
-        ));
+        let (watch, serve) = (watch.clone(), bounds.serve.clone());
+        tokio::spawn(async move {
+            let _admission = admission;
+            serve_connection_with(tcp, http::Version::HTTP_11, service, watch, serve).await;
+        });
     }
 }
 

@@ -103,6 +103,48 @@ pub struct Control {
 pub struct Admin {
     /// Where `/metrics`, `/ready`, `/live`, `/tap`, `/endpoints` and `/config` are served.
     pub listen: Addr,
+    /// Deadlines and the connection bound of this listener.
+    #[serde(default)]
+    pub limits: Limits,
+}
+
+/// What one listener's clients may take: a deadline for each request head, an idle deadline,
+/// and a bound on the connections open at once (`[inbound.limits]`, `[outbound.limits]`,
+/// `[admin.limits]`).
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Limits {
+    /// A request head must arrive whole within this of its first byte, and a new connection's
+    /// first request within this of the connection (default 10 s); a slow or silent client is
+    /// closed then. On the inbound side the TLS handshake must finish within it too.
+    #[serde(default = "ten_seconds")]
+    pub header_timeout: Dur,
+    /// A connection with no request in flight for this long is closed (default 60 s).
+    #[serde(default = "sixty_seconds")]
+    pub idle_timeout: Dur,
+    /// Connections open at once (default 10,000); more are closed at once, and counted
+    /// (`mesh_listener_refused_total`).
+    #[serde(default = "ten_thousand")]
+    pub max_connections: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            header_timeout: ten_seconds(),
+            idle_timeout: sixty_seconds(),
+            max_connections: ten_thousand(),
+        }
+    }
+}
+
+impl Limits {
+    /// How this listener's connections are served.
+    pub(crate) fn serve_config(&self) -> mesh_core::serve::ServeConfig {
+        mesh_core::serve::ServeConfig::default()
+            .header_timeout(self.header_timeout.0)
+            .idle_timeout(self.idle_timeout.0)
+    }
 }
 
 /// The inbound side.
@@ -145,6 +187,9 @@ pub struct Inbound {
     /// cannot be read is closed.
     #[serde(default)]
     pub transparent: bool,
+    /// Deadlines and the connection bound of this listener.
+    #[serde(default)]
+    pub limits: Limits,
 }
 
 /// TLS on the inbound side.
@@ -188,6 +233,10 @@ pub struct Outbound {
     /// `allow` (the default: passed through as plain TCP, counted) or `deny` (closed, counted).
     #[serde(default)]
     pub egress: Egress,
+    /// Deadlines and the connection bound of this listener (and of the `[[outbound.tcp]]`
+    /// ports, each bounded on its own).
+    #[serde(default)]
+    pub limits: Limits,
 }
 
 /// The egress policy of a transparent outbound side.
@@ -333,6 +382,12 @@ fn one_second() -> Dur {
 fn ten_seconds() -> Dur {
     Dur(std::time::Duration::from_secs(10))
 }
+fn sixty_seconds() -> Dur {
+    Dur(std::time::Duration::from_secs(60))
+}
+fn ten_thousand() -> usize {
+    10_000
+}
 fn thirty_seconds() -> Dur {
     Dur(std::time::Duration::from_secs(30))
 }
@@ -416,6 +471,8 @@ impl Config {
         let located =
             |span: Option<std::ops::Range<usize>>, key: Option<String>, message: String| {
                 let (line, found_key) = span.map_or((None, None), |s| locate(text, s.start));
+                // A mistake found after parsing (no span) is still shown at its key's line.
+                let line = line.or_else(|| key.as_deref().and_then(|k| line_of_key(text, k)));
                 ConfigError {
                     file: file.to_owned(),
                     line,
@@ -544,6 +601,26 @@ impl Config {
                 ));
             }
         }
+        let limits = [
+            ("admin", Some(&self.admin.limits)),
+            ("inbound", self.inbound.as_ref().map(|i| &i.limits)),
+            ("outbound", self.outbound.as_ref().map(|o| &o.limits)),
+        ];
+        for (listener, limits) in limits {
+            let Some(limits) = limits else { continue };
+            for (key, zero) in [
+                ("header_timeout", limits.header_timeout.0.is_zero()),
+                ("idle_timeout", limits.idle_timeout.0.is_zero()),
+                ("max_connections", limits.max_connections == 0),
+            ] {
+                if zero {
+                    return Err(Mistake::missing(
+                        &format!("{listener}.limits.{key}"),
+                        "must be more than zero",
+                    ));
+                }
+            }
+        }
         if let Some(outbound) = &self.outbound {
             let references = outbound
                 .tcp
@@ -626,6 +703,24 @@ fn locate(text: &str, offset: usize) -> (Option<usize>, Option<String>) {
     (Some(line_no), key)
 }
 
+/// The line where `key` (`table.name`, or a top-level `name`) is set in `text`, if it is.
+fn line_of_key(text: &str, key: &str) -> Option<usize> {
+    let (table, name) = key.rsplit_once('.').unwrap_or(("", key));
+    let mut current = "";
+    for (i, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.starts_with('[') {
+            current = line.trim_matches(|c| c == '[' || c == ']').trim();
+        } else if current == table
+            && line.contains('=')
+            && line.split('=').next().map(str::trim) == Some(name)
+        {
+            return Some(i + 1);
+        }
+    }
+    None
+}
+
 /// The field named in serde's "missing field `x`" message.
 fn missing_field(message: &str) -> Option<String> {
     let rest = message.strip_prefix("missing field `")?;
@@ -654,9 +749,29 @@ mod tests {
             "drain_timeout",
             "on_reset",
             "body_cap",
+            "header_timeout",
+            "idle_timeout",
+            "max_connections",
         ] {
             assert!(text.contains(key) && shown.contains(key), "{key}");
         }
+    }
+
+    #[test]
+    fn zero_limits_are_refused_by_key() {
+        let text = "[identity]\ndir = \"certs\"\n\n[admin]\nlisten = \"127.0.0.1:0\"\n\n\
+                    [outbound]\nlisten = \"127.0.0.1:0\"\n\n[outbound.limits]\n\
+                    idle_timeout = \"0s\"\n";
+        let error = Config::parse(text, Path::new("p.toml")).expect_err("a zero deadline");
+        assert_eq!(error.key.as_deref(), Some("outbound.limits.idle_timeout"));
+        assert_eq!(error.line, Some(11), "{error}");
+        assert!(error.to_string().contains("more than zero"), "{error}");
+        let fine = text.replace("\"0s\"", "\"5s\"");
+        let config = Config::parse(&fine, Path::new("p.toml")).expect("a good deadline");
+        let limits = &config.outbound.as_ref().expect("outbound").limits;
+        assert_eq!(limits.idle_timeout.0.as_secs(), 5);
+        assert_eq!(limits.header_timeout.0.as_secs(), 10);
+        assert_eq!(limits.max_connections, 10_000);
     }
 
     #[test]

@@ -17,7 +17,7 @@ use mesh_core::detect::{DetectConfig, Protocol, detect_protocol};
 use mesh_core::drain::DrainWatch;
 use mesh_core::orig_proto::OrigProtoDowngradeLayer;
 use mesh_core::route::RouteTable;
-use mesh_core::serve::serve_connection;
+use mesh_core::serve::{ServeConfig, serve_connection_with};
 use mesh_metrics::{CountingIo, Direction, HttpLabels, MetricsLayer};
 use mesh_tls::authz::{AuthorizeLayer, AuthzPolicy, SharedPolicy};
 use mesh_tls::{
@@ -29,7 +29,7 @@ use tower::ServiceBuilder;
 
 use super::config;
 use super::edge::edge;
-use super::serve::accept;
+use super::serve::{Listener, accept};
 use super::{ProxyClassify, Shared, tcp};
 
 /// The local app, over HTTP/1 or HTTP/2 as the request first came.
@@ -51,6 +51,8 @@ pub(crate) struct Inbound<C> {
     classify: C,
     /// Transparent mode: the app's client for each original port.
     ports: Option<Arc<AppPorts>>,
+    /// How HTTP connections are served (the listener's limits).
+    serve: ServeConfig,
 }
 
 /// Transparent mode: one pooled client per app port, made on first use. Looked up once per
@@ -123,6 +125,8 @@ impl<C: ProxyClassify> Inbound<C> {
             detect: DetectConfig::default().timeout(config.detect_timeout.0),
             shared,
             classify,
+            // The listener's own, with its counts, is set by `serve`.
+            serve: ServeConfig::default(),
             ports: config.transparent.then(|| {
                 Arc::new(AppPorts {
                     host: config.app.0.ip(),
@@ -153,7 +157,12 @@ impl<C: ProxyClassify> Inbound<C> {
     }
 
     /// Accepts connections until the proxy drains.
-    pub(crate) async fn serve(self, listener: TcpListener, mut drain: DrainWatch) {
+    pub(crate) async fn serve(
+        self,
+        listener: TcpListener,
+        bounds: Listener,
+        mut drain: DrainWatch,
+    ) {
         let series = self
             .shared
             .tcp_metrics
@@ -161,9 +170,10 @@ impl<C: ProxyClassify> Inbound<C> {
         // The acceptor reports each handshake to the inbound's connection metrics.
         let this = Self {
             acceptor: self.acceptor.clone().observed_by(series.clone()),
+            serve: bounds.serve.clone(),
             ..self
         };
-        while let Some(io) = accept(&listener, &series, &mut drain, "inbound").await {
+        while let Some((io, admission)) = accept(&listener, &series, &mut drain, &bounds).await {
             let this = match &this.ports {
                 Some(_) => match this.for_original(&io) {
                     Some(this) => this,
@@ -173,6 +183,7 @@ impl<C: ProxyClassify> Inbound<C> {
             };
             let drain = drain.clone();
             tokio::spawn(async move {
+                let _admission = admission;
                 match this.acceptor.accept(io).await {
                     Ok(accepted) => this.connection(accepted, drain).await,
                     Err(e) => tracing::debug!(error = %e, "inbound connection refused"),
@@ -220,10 +231,12 @@ impl<C: ProxyClassify> Inbound<C> {
         let permitted = self.policy.current().permits(Some(&peer));
         match negotiated {
             Negotiated::Http2 => {
-                return serve_connection(io, Version::HTTP_2, service, drain).await;
+                return serve_connection_with(io, Version::HTTP_2, service, drain, self.serve)
+                    .await;
             }
             Negotiated::Http1 => {
-                return serve_connection(io, Version::HTTP_11, service, drain).await;
+                return serve_connection_with(io, Version::HTTP_11, service, drain, self.serve)
+                    .await;
             }
             Negotiated::Opaque if !permitted => return refuse_opaque(&peer),
             Negotiated::Opaque => return opaque_to_app(io, app, drain).await,
@@ -232,10 +245,10 @@ impl<C: ProxyClassify> Inbound<C> {
         // No ALPN (plaintext in permissive mode, or a client that offered none): detect.
         match detect_protocol(io, self.detect).await {
             Ok(d) if d.protocol == Protocol::Http1 => {
-                serve_connection(d.io, Version::HTTP_11, service, drain).await
+                serve_connection_with(d.io, Version::HTTP_11, service, drain, self.serve).await
             }
             Ok(d) if d.protocol == Protocol::Http2 => {
-                serve_connection(d.io, Version::HTTP_2, service, drain).await
+                serve_connection_with(d.io, Version::HTTP_2, service, drain, self.serve).await
             }
             Ok(_) if !permitted => refuse_opaque(&peer),
             Ok(d) => opaque_to_app(d.io, app, drain).await,

@@ -192,9 +192,11 @@ impl Proxy {
         let admin_listener = bind("admin", config.admin.listen.0).await?;
         let admin_addr = local_addr(&admin_listener, config.admin.listen.0);
         let slot = Arc::new(admin::Slot::new(identity.clone()));
+        let listeners = serve::Listeners::default();
         tasks.push(tokio::spawn(admin::serve(
             admin_listener,
             Arc::clone(&slot),
+            listeners.add("admin", &config.admin.limits),
         )));
         let identity::Loaded { store, task, link } = source.load().await?;
         tasks.0.extend(task);
@@ -230,31 +232,35 @@ impl Proxy {
                 .as_ref()
                 .and_then(|name| services.tcp.get(name.get_ref()).cloned());
             let meshed = Arc::new(services.by_addr.clone());
-            let mut listeners = vec![listener];
+            let mut sockets = vec![listener];
             if let Some(six) = &out.listen_ipv6 {
-                listeners.push(bind_ipv6_only("outbound (IPv6)", six.0)?);
+                sockets.push(bind_ipv6_only("outbound (IPv6)", six.0)?);
             }
-            for listener in listeners {
-                tasks.push(tokio::spawn(outbound::serve(
-                    listener,
-                    out.clone(),
-                    routes.clone(),
-                    opaque.clone(),
-                    Arc::clone(&meshed),
-                    shared.clone(),
-                    drain.watch(),
-                )));
+            // IPv4 and IPv6 listeners of one role share one bound.
+            let bounds = listeners.add("outbound", &out.limits);
+            for listener in sockets {
+                let side = outbound::OutboundSide {
+                    outbound: out.clone(),
+                    router: routes.clone(),
+                    opaque: opaque.clone(),
+                    meshed: Arc::clone(&meshed),
+                    shared: shared.clone(),
+                    bounds: bounds.clone(),
+                };
+                tasks.push(tokio::spawn(outbound::serve(listener, side, drain.watch())));
             }
             for port in &out.tcp {
                 let listener = bind("outbound tcp", port.listen.0).await?;
                 tcp_addrs.push(local_addr(&listener, port.listen.0));
                 let name = port.service.get_ref().clone();
                 if let Some(balance) = services.tcp.get(&name).cloned() {
+                    let bounds = listeners.add(&format!("tcp {}", port.listen.0), &out.limits);
                     tasks.push(tokio::spawn(outbound::serve_tcp(
                         listener,
                         balance,
                         shared.clone(),
                         name,
+                        bounds,
                         drain.watch(),
                     )));
                 }
@@ -269,6 +275,9 @@ impl Proxy {
             let settings = TlsSettings::default()
                 .mode(mode)
                 .detect_timeout(inb.detect_timeout.0)
+                // A ClientHello is a request head too: trickled or cut short, it is closed at
+                // the same deadline.
+                .handshake_timeout(inb.limits.header_timeout.0)
                 .alpn([&b"h2"[..], b"http/1.1", mesh_tls::OPAQUE_ALPN]);
             let acceptor = TlsAcceptor::new(store.clone(), settings)?;
             let policy = match &link {
@@ -293,16 +302,21 @@ impl Proxy {
             let inbound = inbound::Inbound::new(inb, acceptor, shared.clone(), classify, policy)?;
             let listener = bind("inbound", inb.listen.0).await?;
             running_inbound = Some(local_addr(&listener, inb.listen.0));
+            let bounds = listeners.add("inbound", &inb.limits);
             if let Some(six) = &inb.listen_ipv6 {
                 let listener = bind_ipv6_only("inbound (IPv6)", six.0)?;
-                tasks.push(tokio::spawn(inbound.clone().serve(listener, drain.watch())));
+                let serving = inbound
+                    .clone()
+                    .serve(listener, bounds.clone(), drain.watch());
+                tasks.push(tokio::spawn(serving));
             }
-            tasks.push(tokio::spawn(inbound.serve(listener, drain.watch())));
+            tasks.push(tokio::spawn(inbound.serve(listener, bounds, drain.watch())));
         }
         let mut registry = Registry::new(consts)
             .with(shared.metrics.clone())
             .with(shared.tcp_metrics.clone())
-            .with(shared.egress_refused.clone());
+            .with(shared.egress_refused.clone())
+            .with(listeners);
         if let identity::Status::Spiffe(report) = &identity {
             registry = registry.with(identity::SpiffeMetrics(report.clone()));
         }

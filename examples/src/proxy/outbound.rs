@@ -13,7 +13,7 @@ use mesh_core::detect::{DetectConfig, Protocol, detect_protocol};
 use mesh_core::drain::DrainWatch;
 use mesh_core::retry::{ReplayBody, RetryLayer, RetryPolicy};
 use mesh_core::route::{RouteTable, Router};
-use mesh_core::serve::serve_connection;
+use mesh_core::serve::serve_connection_with;
 use mesh_core::{BoxError, Class, Endpoint, TimeoutLayer};
 use mesh_metrics::{Direction, HttpLabels, MetricsLayer};
 use tokio::net::TcpListener;
@@ -25,7 +25,7 @@ use super::discovery;
 use super::edge::edge;
 use super::endpoint::{EndpointClient, TcpEndpoint, endpoint_client};
 use super::resolve::OutboundRoutes;
-use super::serve::{ProxyBody, accept, boxed};
+use super::serve::{Listener, ProxyBody, accept, boxed};
 use super::transparent::Redirected;
 use super::{ProxyClassify, Shared, StartError, tcp};
 
@@ -199,21 +199,33 @@ pub(crate) fn http_service<C: ProxyClassify>(
     Ok((BoxCloneSyncService::new(stack), balance))
 }
 
+/// What the connections of an outbound listener are served with.
+pub(crate) struct OutboundSide {
+    pub(crate) outbound: config::Outbound,
+    pub(crate) router: OutboundRoutes,
+    /// Where opaque connections go, if anywhere.
+    pub(crate) opaque: Option<TcpBalance>,
+    /// Transparent mode: the meshed destinations by address.
+    pub(crate) meshed: Arc<HashMap<SocketAddr, Meshed>>,
+    pub(crate) shared: Shared,
+    pub(crate) bounds: Listener,
+}
+
 /// Accepts the app's connections on the outbound listener until the proxy drains.
-pub(crate) async fn serve(
-    listener: TcpListener,
-    outbound: config::Outbound,
-    router: OutboundRoutes,
-    opaque: Option<TcpBalance>,
-    meshed: Arc<HashMap<SocketAddr, Meshed>>,
-    shared: Shared,
-    mut drain: DrainWatch,
-) {
+pub(crate) async fn serve(listener: TcpListener, side: OutboundSide, mut drain: DrainWatch) {
+    let OutboundSide {
+        outbound,
+        router,
+        opaque,
+        meshed,
+        shared,
+        bounds,
+    } = side;
     let detect = DetectConfig::default().timeout(outbound.detect_timeout.0);
     let series = shared
         .tcp_metrics
         .series(&HttpLabels::new(Direction::Outbound));
-    while let Some(io) = accept(&listener, &series, &mut drain, "outbound").await {
+    while let Some((io, admission)) = accept(&listener, &series, &mut drain, &bounds).await {
         if outbound.transparent {
             let redirected = Redirected {
                 meshed: Arc::clone(&meshed),
@@ -221,12 +233,19 @@ pub(crate) async fn serve(
                 egress: outbound.egress,
                 detect,
                 shared: shared.clone(),
+                serve: bounds.serve.clone(),
             };
-            tokio::spawn(redirected.serve(io, drain.clone()));
+            let conn_drain = drain.clone();
+            tokio::spawn(async move {
+                let _admission = admission;
+                redirected.serve(io, conn_drain).await;
+            });
             continue;
         }
         let (router, opaque, conn_drain) = (router.clone(), opaque.clone(), drain.clone());
+        let serve = bounds.serve.clone();
         tokio::spawn(async move {
+            let _admission = admission;
             let detected = match detect_protocol(io, detect).await {
                 Ok(detected) => detected,
                 Err(e) => return tracing::debug!(error = %e, "outbound detection failed"),
@@ -234,10 +253,12 @@ pub(crate) async fn serve(
             let service = edge(router);
             match (detected.protocol, opaque) {
                 (Protocol::Http1, _) => {
-                    serve_connection(detected.io, Version::HTTP_11, service, conn_drain).await
+                    serve_connection_with(detected.io, Version::HTTP_11, service, conn_drain, serve)
+                        .await
                 }
                 (Protocol::Http2, _) => {
-                    serve_connection(detected.io, Version::HTTP_2, service, conn_drain).await
+                    serve_connection_with(detected.io, Version::HTTP_2, service, conn_drain, serve)
+                        .await
                 }
                 (Protocol::Opaque, Some(balance)) => {
                     forward(detected.io, balance, conn_drain).await
@@ -258,13 +279,18 @@ pub(crate) async fn serve_tcp(
     balance: TcpBalance,
     shared: Shared,
     name: String,
+    bounds: Listener,
     mut drain: DrainWatch,
 ) {
     let mut labels = HttpLabels::new(Direction::Outbound);
     labels.authority = http::uri::Authority::try_from(name.as_str()).ok();
     let series = shared.tcp_metrics.series(&labels);
-    while let Some(io) = accept(&listener, &series, &mut drain, "tcp").await {
-        tokio::spawn(forward(io, balance.clone(), drain.clone()));
+    while let Some((io, admission)) = accept(&listener, &series, &mut drain, &bounds).await {
+        let (balance, conn_drain) = (balance.clone(), drain.clone());
+        tokio::spawn(async move {
+            let _admission = admission;
+            forward(io, balance, conn_drain).await;
+        });
     }
 }
 

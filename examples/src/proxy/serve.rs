@@ -1,15 +1,18 @@
-//! What the proxy's listeners share: the boxed body type, and accepting connections until the
-//! proxy drains.
+//! What the proxy's listeners share: the boxed body type, accepting connections (within each
+//! listener's bound) until the proxy drains, and each listener's counts in `/metrics`.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::combinators::UnsyncBoxBody;
 use mesh_core::BoxError;
 use mesh_core::drain::DrainWatch;
-use mesh_metrics::{CountingIo, TcpSeries};
+use mesh_core::serve::{Admission, ConnectionLimit, ServeConfig};
+use mesh_metrics::{Collect, CountingIo, Exposition, TcpSeries};
 use tokio::net::{TcpListener, TcpStream};
+
+use super::config::Limits;
 
 /// Response bodies as the proxy's servers send them: whatever the layers made, boxed.
 pub(crate) type ProxyBody = UnsyncBoxBody<Bytes, BoxError>;
@@ -24,22 +27,145 @@ where
     body.map_err(Into::into).boxed_unsync()
 }
 
-/// The next connection on `listener`, counted in `series`, or `None` once the proxy drains.
+/// One listener (or a pair, IPv4 and IPv6, with one role): its bound, the deadlines its
+/// connections are served with, and what they count.
+#[derive(Clone, Debug)]
+pub(crate) struct Listener {
+    name: Arc<str>,
+    limit: ConnectionLimit,
+    /// How its HTTP connections are served (clones share the close counts).
+    pub(crate) serve: ServeConfig,
+}
+
+impl Listener {
+    /// The name it has in logs and in the `listener` label.
+    pub(crate) fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// A place for the connection `tcp` just accepted, or `None`: then it is reset at once (so
+    /// that its client fails fast and can go elsewhere) and counted; the first refusal and every
+    /// 1,024th are logged, so that a flood of them does not become a flood of logs.
+    pub(crate) fn admit(&self, tcp: &TcpStream, peer: std::net::SocketAddr) -> Option<Admission> {
+        let admission = self.limit.try_admit();
+        if admission.is_none() {
+            let _ = tcp.set_zero_linger();
+            let refused = self.limit.refused();
+            if refused == 1 || refused % 1024 == 0 {
+                tracing::warn!(
+                    listener = self.name(),
+                    %peer,
+                    max = self.limit.max(),
+                    refused,
+                    "refusing a connection: the listener is at its bound (max_connections)"
+                );
+            }
+        }
+        admission
+    }
+}
+
+/// Every listener of a proxy, for `/metrics`. Written while the proxy starts, read per scrape.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Listeners(Arc<Mutex<Vec<Listener>>>);
+
+impl Listeners {
+    /// A listener called `name`, with `limits`.
+    pub(crate) fn add(&self, name: &str, limits: &Limits) -> Listener {
+        let listener = Listener {
+            name: name.into(),
+            limit: ConnectionLimit::new(limits.max_connections),
+            serve: limits.serve_config(),
+        };
+        self.lock().push(listener.clone());
+        listener
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Listener>> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl Collect for Listeners {
+    fn collect(&self, out: &mut Exposition<'_>) {
+        let listeners = self.lock().clone();
+        let labels: Vec<String> = listeners
+            .iter()
+            .map(|l| format!("listener=\"{}\"", l.name.replace('"', "'")))
+            .collect();
+        out.family(
+            "mesh_listener_connections_open",
+            "gauge",
+            "Connections a listener holds open now.",
+        );
+        for (l, labels) in listeners.iter().zip(&labels) {
+            out.sample("", labels, "", l.limit.open() as u64);
+        }
+        out.family(
+            "mesh_listener_connections_max",
+            "gauge",
+            "The most connections a listener holds open at once (`max_connections`).",
+        );
+        for (l, labels) in listeners.iter().zip(&labels) {
+            out.sample("", labels, "", l.limit.max() as u64);
+        }
+        out.family(
+            "mesh_listener_refused_total",
+            "counter",
+            "Connections closed as soon as accepted, because the listener was at its bound.",
+        );
+        for (l, labels) in listeners.iter().zip(&labels) {
+            out.sample("", labels, "reason=\"connection_limit\"", l.limit.refused());
+        }
+        out.family(
+            "mesh_listener_closed_total",
+            "counter",
+            "Connections the proxy closed on a client's account: no request head in time, idle, or an HTTP/2 flood.",
+        );
+        for (l, labels) in listeners.iter().zip(&labels) {
+            for (reason, n) in l.serve.stats().by_reason() {
+                out.sample("", labels, &format!("reason=\"{reason}\""), n);
+            }
+        }
+        out.family(
+            "mesh_process_tasks",
+            "gauge",
+            "Tasks alive in the proxy's runtime (connections, streams, watchers).",
+        );
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            out.sample("", "", "", runtime.metrics().num_alive_tasks() as u64);
+        }
+        out.family(
+            "mesh_process_open_fds",
+            "gauge",
+            "File descriptors the proxy process holds open (sockets, files).",
+        );
+        if let Ok(fds) = std::fs::read_dir("/proc/self/fd") {
+            out.sample("", "", "", fds.count() as u64);
+        }
+    }
+}
+
+/// The next connection on `listener` that `bounds` admits, counted in `series`, or `None` once
+/// the proxy drains.
 pub(crate) async fn accept(
     listener: &TcpListener,
     series: &Arc<TcpSeries>,
     drain: &mut DrainWatch,
-    what: &'static str,
-) -> Option<CountingIo<TcpStream>> {
+    bounds: &Listener,
+) -> Option<(CountingIo<TcpStream>, Admission)> {
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok((tcp, _)) => {
+                Ok((tcp, peer)) => {
+                    let Some(admission) = bounds.admit(&tcp, peer) else {
+                        continue;
+                    };
                     let _ = tcp.set_nodelay(true);
-                    return Some(CountingIo::new(tcp, Arc::clone(series)));
+                    return Some((CountingIo::new(tcp, Arc::clone(series)), admission));
                 }
                 Err(e) => {
-                    tracing::warn!(error = %e, listener = what, "accept failed");
+                    tracing::warn!(error = %e, listener = bounds.name(), "accept failed");
                     // Out of file descriptors, say: pause rather than spin.
                     tokio::time::sleep(Duration::from_millis(10)).await;
                 }

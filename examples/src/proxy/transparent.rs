@@ -14,7 +14,7 @@ use http::Version;
 use mesh_core::detect::{DetectConfig, Protocol, detect_protocol};
 use mesh_core::drain::DrainWatch;
 use mesh_core::orig_dst::{OrigDstError, original_dst};
-use mesh_core::serve::serve_connection;
+use mesh_core::serve::{ServeConfig, serve_connection_with};
 use mesh_metrics::{Collect, CountingIo, Direction, Exposition, HttpLabels};
 use tokio::net::TcpStream;
 
@@ -33,6 +33,8 @@ pub(crate) struct Redirected {
     pub(crate) egress: Egress,
     pub(crate) detect: DetectConfig,
     pub(crate) shared: Shared,
+    /// How its HTTP connections are served (the outbound listener's limits).
+    pub(crate) serve: ServeConfig,
 }
 
 impl Redirected {
@@ -93,9 +95,25 @@ impl Redirected {
         };
         match detected.protocol {
             Protocol::Http1 => {
-                serve_connection(detected.io, Version::HTTP_11, service, drain).await
+                serve_connection_with(
+                    detected.io,
+                    Version::HTTP_11,
+                    service,
+                    drain,
+                    self.serve.clone(),
+                )
+                .await
             }
-            Protocol::Http2 => serve_connection(detected.io, Version::HTTP_2, service, drain).await,
+            Protocol::Http2 => {
+                serve_connection_with(
+                    detected.io,
+                    Version::HTTP_2,
+                    service,
+                    drain,
+                    self.serve.clone(),
+                )
+                .await
+            }
             Protocol::Opaque => {
                 tracing::info!("closing an opaque connection: no TCP route for its destination")
             }
@@ -109,10 +127,24 @@ impl Redirected {
         };
         match detected.protocol {
             Protocol::Http1 => {
-                serve_connection(detected.io, Version::HTTP_11, edge(meshed.http), drain).await
+                serve_connection_with(
+                    detected.io,
+                    Version::HTTP_11,
+                    edge(meshed.http),
+                    drain,
+                    self.serve.clone(),
+                )
+                .await
             }
             Protocol::Http2 => {
-                serve_connection(detected.io, Version::HTTP_2, edge(meshed.http), drain).await
+                serve_connection_with(
+                    detected.io,
+                    Version::HTTP_2,
+                    edge(meshed.http),
+                    drain,
+                    self.serve.clone(),
+                )
+                .await
             }
             Protocol::Opaque => forward(detected.io, meshed.tcp, drain).await,
         }

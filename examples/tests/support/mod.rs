@@ -11,6 +11,8 @@ use examples::proxy::{Config, Proxy, Running};
 use mesh_core::Identity;
 use mesh_tls::DevCa;
 
+pub mod h2raw;
+
 /// The trust domain of every test certificate.
 pub const DOMAIN: &str = "mesh.local";
 
@@ -277,7 +279,10 @@ pub async fn spawn_proxy_from(binary: &Path, config: &Path) -> ProxyProcess {
 pub async fn spawn_proxy_command(mut command: tokio::process::Command) -> ProxyProcess {
     use tokio::io::AsyncBufReadExt;
     let mut child = command
-        .env("MESH_LOG", "warn")
+        .env(
+            "MESH_LOG",
+            std::env::var("MESH_TEST_LOG").unwrap_or_else(|_| "warn".into()),
+        )
         .stdout(std::process::Stdio::piped())
         .kill_on_drop(true)
         .spawn()
@@ -360,4 +365,59 @@ pub async fn s_client(port: u16, args: &[&str], request: &str) -> (String, Strin
         String::from_utf8_lossy(&out.stdout).into_owned(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
+}
+
+/// The inbound proxy of workload `web` in front of `app` (admitting `client`) and an outbound
+/// proxy of `client` that knows service `web` at it, as processes; `[inbound.limits]` and
+/// `[outbound.limits]` are both `limits`, and `service` is more TOML for the `web` service.
+pub async fn spawn_pair(
+    mesh: &Mesh,
+    app: SocketAddr,
+    limits: &str,
+    service: &str,
+) -> (ProxyProcess, ProxyProcess) {
+    let sections = format!(
+        "{}\n[inbound.limits]\n{limits}",
+        Mesh::server_sections(app, &["client"])
+    );
+    let file = mesh.dir.join("web.toml");
+    std::fs::write(&file, mesh.config_text("web", &sections)).expect("write");
+    let server = spawn_proxy(&file).await;
+    let sections = format!(
+        "[outbound]\nlisten = \"127.0.0.1:0\"\n\n[outbound.limits]\n{limits}\n\
+         [[service]]\nname = \"web\"\nauthorities = [\"web\"]\nidentity = {:?}\n\
+         endpoints = [\"{}\"]\n{service}\n",
+        id("web").as_str(),
+        server.inbound.expect("inbound"),
+    );
+    let file = mesh.dir.join("client.toml");
+    std::fs::write(&file, mesh.config_text("client", &sections)).expect("write");
+    (server, spawn_proxy(&file).await)
+}
+
+/// The resident set of process `pid`, in bytes.
+pub fn rss(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
+    let kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS");
+    kb * 1024
+}
+
+/// `openssl s_client` arguments presenting workload `name`'s certificate and trusting its roots.
+pub fn tls_client_args(mesh: &Mesh, name: &str) -> Vec<String> {
+    let creds = mesh.dir.join(name);
+    let path = |file: &str| creds.join(file).display().to_string();
+    [
+        "-cert",
+        &path("cert.pem"),
+        "-key",
+        &path("key.pem"),
+        "-CAfile",
+        &path("roots.pem"),
+    ]
+    .map(String::from)
+    .to_vec()
 }

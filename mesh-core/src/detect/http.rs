@@ -16,8 +16,33 @@ pub(super) fn decide(buf: &[u8]) -> Option<Protocol> {
     }
     match request_line(buf) {
         Line::Http1 => Some(Protocol::Http1),
-        Line::NotHttp => Some(Protocol::Opaque),
+        Line::NotHttp => malformed_http1(buf),
         Line::Incomplete => None,
+    }
+}
+
+/// The methods a malformed request line must start with to be answered as HTTP.
+const METHODS: [&[u8]; 9] = [
+    b"GET", b"HEAD", b"POST", b"PUT", b"DELETE", b"CONNECT", b"OPTIONS", b"TRACE", b"PATCH",
+];
+
+/// A first line that is not a valid request line, but is one meant: a known method, a space,
+/// and ` HTTP/` later on the line (`GET / HTTP/1.1 extra`, `GET /\x01 HTTP/1.1`). Such a
+/// client gets hyper's 400, not a silently closed connection. Without ` HTTP/` (Redis's inline
+/// `GET key`, say) the bytes stay opaque. Waits for the end of the line to tell.
+fn malformed_http1(buf: &[u8]) -> Option<Protocol> {
+    let space = buf.iter().position(|&b| b == b' ');
+    if !space.is_some_and(|at| METHODS.contains(&&buf[..at])) {
+        return Some(Protocol::Opaque);
+    }
+    let line_end = buf.iter().position(|&b| b == b'\n');
+    let line = &buf[..line_end.unwrap_or(buf.len())];
+    if line.windows(6).any(|w| w == b" HTTP/") {
+        Some(Protocol::Http1)
+    } else if line_end.is_some() {
+        Some(Protocol::Opaque)
+    } else {
+        None
     }
 }
 
@@ -91,6 +116,19 @@ mod tests {
     use super::*;
 
     #[test]
+    fn malformed_request_lines_of_http_clients_are_http_but_inline_commands_are_not() {
+        assert_eq!(decide(b"GET / HTTP/1.1 extra\r\n"), Some(Protocol::Http1));
+        assert_eq!(decide(b"GET /\x01 HTTP/1.1\r\n"), Some(Protocol::Http1));
+        assert_eq!(decide(b"GET  / HTTP/1.1\r\n"), Some(Protocol::Http1));
+        assert_eq!(decide(b"GET / HTTP/2.0\r\n"), Some(Protocol::Http1));
+        assert_eq!(decide(b"GET / HTTP/1.1 \r\n"), Some(Protocol::Http1));
+        assert_eq!(decide(b"GET / HTTP/1.1\rX"), Some(Protocol::Http1));
+        assert_eq!(decide(b"GET /\x01 HT"), None);
+        assert_eq!(decide(b"GET key\r\n"), Some(Protocol::Opaque));
+        assert_eq!(decide(b"get / HTTP/1.1 x\r\n"), Some(Protocol::Opaque));
+    }
+
+    #[test]
     fn recognises_complete_request_lines() {
         assert_eq!(decide(b"GET / HTTP/1.1\r\n"), Some(Protocol::Http1));
         assert_eq!(
@@ -121,11 +159,7 @@ mod tests {
         assert_eq!(decide(b"\x16\x03\x01\x02\x00"), Some(Protocol::Opaque));
         assert_eq!(decide(b"SSH-2.0-OpenSSH_9.6\r\n"), Some(Protocol::Opaque));
         assert_eq!(decide(b" GET / HTTP/1.1\r\n"), Some(Protocol::Opaque));
-        assert_eq!(decide(b"GET  / HTTP/1.1\r\n"), Some(Protocol::Opaque));
         assert_eq!(decide(b"GET /\r\n"), Some(Protocol::Opaque));
-        assert_eq!(decide(b"GET / HTTP/2.0\r\n"), Some(Protocol::Opaque));
-        assert_eq!(decide(b"GET / HTTP/1.1 \r\n"), Some(Protocol::Opaque));
-        assert_eq!(decide(b"GET / HTTP/1.1\rX"), Some(Protocol::Opaque));
         assert_eq!(decide(b"PRI * HTTP/2.0\r\n\r\nXX"), Some(Protocol::Opaque));
         assert_eq!(decide(&[b'A'; 40]), Some(Protocol::Opaque));
     }

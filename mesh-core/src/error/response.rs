@@ -24,7 +24,7 @@ const MAX_MESSAGE: usize = 1024;
 /// | [`ErrorKind::Connect`] | 502 | UNAVAILABLE |
 /// | [`ErrorKind::Unavailable`] | 503 | UNAVAILABLE |
 /// | [`ErrorKind::Timeout`] | 504 | DEADLINE_EXCEEDED |
-/// | [`ErrorKind::NoRoute`] | 404 | UNIMPLEMENTED |
+/// | [`ErrorKind::NoRoute`] | 404 (400 for an absolute-form HTTP/1 target) | UNIMPLEMENTED |
 /// | [`ErrorKind::Other`] | 502 | UNAVAILABLE |
 ///
 /// An HTTP answer carries the error's message (with its sources) as a plain-text body and the
@@ -59,6 +59,7 @@ pub fn error_response<B: From<Bytes>>(err: &(dyn Error + 'static), grpc: bool) -
     *rsp.status_mut() = match kind {
         ErrorKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
         ErrorKind::Timeout => StatusCode::GATEWAY_TIMEOUT,
+        ErrorKind::NoRoute if forward_proxy_request(err) => StatusCode::BAD_REQUEST,
         ErrorKind::NoRoute => StatusCode::NOT_FOUND,
         ErrorKind::Connect | ErrorKind::Other => StatusCode::BAD_GATEWAY,
     };
@@ -94,6 +95,18 @@ fn message_with_sources(err: &(dyn Error + 'static)) -> String {
         message.truncate(end);
     }
     message
+}
+
+/// Whether `err` (or a source) is a missing route for an absolute-form HTTP/1 target.
+fn forward_proxy_request(err: &(dyn Error + 'static)) -> bool {
+    let mut next = Some(err);
+    while let Some(e) = next {
+        if let Some(no_route) = e.downcast_ref::<crate::route::NoRouteError>() {
+            return no_route.is_absolute_form();
+        }
+        next = e.source();
+    }
+    false
 }
 
 #[cfg(test)]

@@ -14,6 +14,8 @@
 //!   response head, or, for a gRPC status that comes in the trailers, on the first body frame
 //!   (trailers with a retryable status are retried; a data frame hands the response on).
 //! - Between tries, exponential backoff with full jitter.
+//! - Each try of a retryable request carries [`TriedEndpoints`]: a balancer sends a retry to an
+//!   endpoint the request has not failed on yet, when one is ready.
 //! - A per-try timeout bounds each try's wait for response headers; a
 //!   [`TimeoutLayer`](crate::timeout::TimeoutLayer) outside the retry layer bounds all tries
 //!   together.
@@ -47,6 +49,7 @@ mod budget;
 mod future;
 mod policy;
 mod replay;
+mod tried;
 
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -61,6 +64,7 @@ pub use self::future::ResponseFuture;
 use self::future::Retrying;
 pub use self::policy::{Backoff, RetryPolicy};
 pub use self::replay::ReplayBody;
+pub use self::tried::TriedEndpoints;
 use crate::classify::Classified;
 use crate::error::BoxError;
 
@@ -137,13 +141,17 @@ where
     fn call(&mut self, req: Request<ReqB>) -> Self::Future {
         let policy = &self.shared.policy;
         self.shared.budget.deposit();
-        let (parts, body) = req.into_parts();
+        let (mut parts, body) = req.into_parts();
         let (first_body, retry) = if policy.max_attempts > 1 && policy.allows_method(&parts.method)
         {
             let (first, source) = ReplayBody::record(body, policy.body_cap);
-            let retry = source.map(|source| Retrying {
-                parts: parts.clone(),
-                source,
+            let retry = source.map(|source| {
+                // Every try carries the same record of where the earlier ones went.
+                parts.extensions.insert(TriedEndpoints::default());
+                Retrying {
+                    parts: parts.clone(),
+                    source,
+                }
             });
             (first, retry)
         } else {

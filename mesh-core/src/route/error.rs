@@ -8,6 +8,7 @@ use std::sync::Arc;
 pub struct NoRouteError {
     authority: String,
     detail: Arc<str>,
+    absolute_form: bool,
 }
 
 impl NoRouteError {
@@ -15,7 +16,22 @@ impl NoRouteError {
         Self {
             authority: authority.to_owned(),
             detail: format!("configured: {known}").into(),
+            absolute_form: false,
         }
+    }
+
+    /// The request named the authority in an HTTP/1 absolute-form target
+    /// (`GET http://host/ HTTP/1.1`), the form a client uses with a forward proxy. The mesh is
+    /// not an open forward proxy: such a request for an authority it does not know is a bad
+    /// request (400), not a missing route.
+    pub fn absolute_form(mut self) -> Self {
+        self.absolute_form = true;
+        self
+    }
+
+    /// Whether the request used an HTTP/1 absolute-form target.
+    pub fn is_absolute_form(&self) -> bool {
+        self.absolute_form
     }
 
     /// A discovery source (a control plane) knows no service for `authority`, and said
@@ -24,6 +40,7 @@ impl NoRouteError {
         Self {
             authority: authority.to_owned(),
             detail: reason.into(),
+            absolute_form: false,
         }
     }
 

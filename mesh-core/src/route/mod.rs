@@ -20,7 +20,8 @@ use crate::error::BoxError;
 /// Sends each request to the service of its authority (the URI's, or else the `Host` header's),
 /// matched with its port or by host alone, ignoring case. A request for an authority no service
 /// has fails with [`NoRouteError`], which [`error_response`](crate::error_response) answers
-/// with 404 (gRPC `UNIMPLEMENTED`). Looking up allocates nothing unless the authority has
+/// with 404 (gRPC `UNIMPLEMENTED`), or 400 for an HTTP/1 absolute-form target (the mesh is
+/// not a forward proxy). Looking up allocates nothing unless the authority has
 /// upper-case letters. Cheap to clone (shared).
 ///
 /// ```
@@ -93,6 +94,12 @@ fn authority_of<B>(req: &Request<B>) -> &str {
         .unwrap_or_default()
 }
 
+/// An HTTP/1 request whose target was absolute-form (HTTP/2 requests always carry a scheme
+/// and authority in their URI).
+pub fn is_absolute_form<B>(req: &Request<B>) -> bool {
+    req.version() < http::Version::HTTP_2 && req.uri().scheme().is_some()
+}
+
 impl<S, B> Service<Request<B>> for Router<S>
 where
     S: Service<Request<B>> + Clone,
@@ -111,7 +118,15 @@ where
         let authority = authority_of(&req);
         match self.lookup(authority) {
             Some(service) => RouteFuture::Routed(service.clone().oneshot(req)),
-            None => RouteFuture::NoRoute(Some(NoRouteError::new(authority, &self.known))),
+            None => {
+                let error = NoRouteError::new(authority, &self.known);
+                let error = if is_absolute_form(&req) {
+                    error.absolute_form()
+                } else {
+                    error
+                };
+                RouteFuture::NoRoute(Some(error))
+            }
         }
     }
 }

@@ -15,7 +15,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body_util::BodyExt;
 use mesh_core::test_util::{HttpVersion, TestClient};
-use support::{Mesh, ProxyProcess, admin_get, sample, spawn_proxy};
+use support::{Mesh, ProxyProcess, admin_get, sample, spawn_pair};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -92,21 +92,7 @@ async fn misbehave(mut tcp: TcpStream) {
 }
 
 async fn pair(mesh: &Mesh, app: SocketAddr) -> (ProxyProcess, ProxyProcess) {
-    let limits = "[inbound.limits]\nidle_timeout = \"2s\"\n";
-    let sections = format!("{}\n{limits}", Mesh::server_sections(app, &["client"]));
-    let file = mesh.dir.join("web.toml");
-    std::fs::write(&file, mesh.config_text("web", &sections)).expect("write");
-    let server = spawn_proxy(&file).await;
-    let sections = format!(
-        "[outbound]\nlisten = \"127.0.0.1:0\"\n\n[outbound.limits]\nidle_timeout = \"2s\"\n\n\
-         [[service]]\nname = \"web\"\nauthorities = [\"web\"]\nidentity = {:?}\n\
-         endpoints = [\"{}\"]\ntimeout = \"1s\"\n",
-        support::id("web").as_str(),
-        server.inbound.expect("inbound"),
-    );
-    let file = mesh.dir.join("client.toml");
-    std::fs::write(&file, mesh.config_text("client", &sections)).expect("write");
-    (server, spawn_proxy(&file).await)
+    spawn_pair(mesh, app, "idle_timeout = \"2s\"\n", "timeout = \"1s\"").await
 }
 
 /// What one request got: its status (0 for none), and whether its body arrived whole.

@@ -16,7 +16,9 @@ use http::{Request, Response};
 use hyper::body::Incoming;
 use mesh_core::test_util::{HttpVersion, TestBody, TestClient, TestServer, full};
 use support::h2raw::{self, Event, RawH2, frame, request_block};
-use support::{Mesh, ProxyProcess, admin_get, get, s_client, sample, spawn_proxy};
+use support::{
+    Mesh, ProxyProcess, admin_get, get, rss, s_client, sample, spawn_pair, tls_client_args,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -44,26 +46,10 @@ async fn app() -> (TestServer, Arc<Mutex<Vec<String>>>) {
     (server, seen)
 }
 
-/// The inbound proxy of workload `web` in front of `app`, and an outbound proxy of `client`
-/// that knows `web`; both listeners with `limits`.
+/// The inbound proxy of `web` before `app` and an outbound proxy of `client`, both listeners
+/// with `limits`.
 async fn pair(mesh: &Mesh, app: SocketAddr, limits: &str) -> (ProxyProcess, ProxyProcess) {
-    let sections = format!(
-        "{}\n[inbound.limits]\n{limits}",
-        Mesh::server_sections(app, &["client"])
-    );
-    let file = mesh.dir.join("web.toml");
-    std::fs::write(&file, mesh.config_text("web", &sections)).expect("write");
-    let server = spawn_proxy(&file).await;
-    let sections = format!(
-        "[outbound]\nlisten = \"127.0.0.1:0\"\n\n[outbound.limits]\n{limits}\n\
-         [[service]]\nname = \"web\"\nauthorities = [\"web\"]\nidentity = {:?}\n\
-         endpoints = [\"{}\"]\ntimeout = \"5s\"\n",
-        support::id("web").as_str(),
-        server.inbound.expect("inbound"),
-    );
-    let file = mesh.dir.join("client.toml");
-    std::fs::write(&file, mesh.config_text("client", &sections)).expect("write");
-    (server, spawn_proxy(&file).await)
+    spawn_pair(mesh, app, limits, "timeout = \"5s\"").await
 }
 
 /// Reads until the peer closes (EOF or reset) and returns what came, or panics after `within`.
@@ -83,15 +69,11 @@ async fn read_until_closed(tcp: &mut TcpStream, within: Duration) -> Vec<u8> {
     out
 }
 
-/// The resident set of process `pid`, in bytes.
-fn rss(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
-    let kb: u64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmRSS");
-    kb * 1024
+/// `s_client` arguments for an authorized client (`client`) speaking HTTP/1.1, and `flag`.
+fn client_tls(mesh: &Mesh, flag: &str) -> Vec<String> {
+    let mut args = tls_client_args(mesh, "client");
+    args.extend([flag, "-alpn", "http/1.1"].map(String::from));
+    args
 }
 
 async fn metric(proxy: &ProxyProcess, name: &str, labels: &[(&str, &str)]) -> u64 {
@@ -153,19 +135,11 @@ async fn stalled_and_trickled_request_heads_are_closed_at_the_header_deadline() 
     );
 
     // The same over mTLS to the inbound listener, as an authorized client.
-    let creds = mesh.dir.join("client");
-    let (cert, key, roots) = (
-        creds.join("cert.pem").display().to_string(),
-        creds.join("key.pem").display().to_string(),
-        creds.join("roots.pem").display().to_string(),
-    );
     let port = server.inbound.expect("inbound").port();
     let started = Instant::now();
     let (stdout, _) = s_client(
         port,
-        &[
-            "-brief", "-cert", &cert, "-key", &key, "-CAfile", &roots, "-alpn", "http/1.1",
-        ],
+        &client_tls(&mesh, "-brief"),
         "GET / HTTP/1.1\r\nhost: web\r\n",
     )
     .await;
@@ -579,18 +553,10 @@ async fn malformed_and_smuggling_http1_gets_400_and_nothing_extra_reaches_the_ap
     assert_eq!(answer.matches("HTTP/1.1 ").count(), 1, "{answer}");
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     // The same straight to the inbound, over mTLS.
-    let creds = mesh.dir.join("client");
-    let (cert, key, roots) = (
-        creds.join("cert.pem").display().to_string(),
-        creds.join("key.pem").display().to_string(),
-        creds.join("roots.pem").display().to_string(),
-    );
     let port = server.inbound.expect("inbound").port();
     let (stdout, _) = s_client(
         port,
-        &[
-            "-quiet", "-cert", &cert, "-key", &key, "-CAfile", &roots, "-alpn", "http/1.1",
-        ],
+        &client_tls(&mesh, "-quiet"),
         std::str::from_utf8(smuggle).expect("ascii"),
     )
     .await;

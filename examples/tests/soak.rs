@@ -118,7 +118,6 @@ fn write_atomically(path: &std::path::Path, text: &str) {
 async fn served_certificate(mesh: &Mesh, inbound: SocketAddr) -> String {
     let mut args = tls_client_args(mesh, "client");
     args.extend(["-showcerts", "-alpn", "h2"].map(String::from));
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let (stdout, stderr) = support::s_client(inbound.port(), &args, "").await;
     let start = stdout.find("-----BEGIN CERTIFICATE-----");
     let end = stdout.find("-----END CERTIFICATE-----");

@@ -93,30 +93,33 @@ impl Collect for Listeners {
             .iter()
             .map(|l| format!("listener=\"{}\"", l.name.replace('"', "'")))
             .collect();
-        out.family(
+        let mut per_listener = |name, kind, help, extra: &str, value: fn(&Listener) -> u64| {
+            out.family(name, kind, help);
+            for (l, labels) in listeners.iter().zip(&labels) {
+                out.sample("", labels, extra, value(l));
+            }
+        };
+        per_listener(
             "mesh_listener_connections_open",
             "gauge",
             "Connections a listener holds open now.",
+            "",
+            |l| l.limit.open() as u64,
         );
-        for (l, labels) in listeners.iter().zip(&labels) {
-            out.sample("", labels, "", l.limit.open() as u64);
-        }
-        out.family(
+        per_listener(
             "mesh_listener_connections_max",
             "gauge",
             "The most connections a listener holds open at once (`max_connections`).",
+            "",
+            |l| l.limit.max() as u64,
         );
-        for (l, labels) in listeners.iter().zip(&labels) {
-            out.sample("", labels, "", l.limit.max() as u64);
-        }
-        out.family(
+        per_listener(
             "mesh_listener_refused_total",
             "counter",
             "Connections closed as soon as accepted, because the listener was at its bound.",
+            "reason=\"connection_limit\"",
+            |l| l.limit.refused(),
         );
-        for (l, labels) in listeners.iter().zip(&labels) {
-            out.sample("", labels, "reason=\"connection_limit\"", l.limit.refused());
-        }
         out.family(
             "mesh_listener_closed_total",
             "counter",

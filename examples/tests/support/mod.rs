@@ -334,7 +334,11 @@ pub async fn curl(url: &str, host: &str, headers: &[&str]) -> (u16, String) {
 
 /// `openssl s_client` (TLS 1.3) to 127.0.0.1:`port` with `args`, sending `request` and reading
 /// until the server closes; returns (stdout, stderr).
-pub async fn s_client(port: u16, args: &[&str], request: &str) -> (String, String) {
+pub async fn s_client<A: AsRef<std::ffi::OsStr>>(
+    port: u16,
+    args: &[A],
+    request: &str,
+) -> (String, String) {
     use tokio::io::AsyncWriteExt;
     let mut child = tokio::process::Command::new("openssl")
         .arg("s_client")

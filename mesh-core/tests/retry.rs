@@ -522,3 +522,90 @@ async fn connect_errors_are_retried_until_attempts_run_out() {
         "three retries after the first try"
     );
 }
+
+/// A `200` whose `Content-Length` promises five bytes and whose body fails before the first:
+/// a server (or a proxy in front of one) that died between the head and the body.
+fn cut_before_body() -> Response<TestBody> {
+    let (tx, body) = streaming();
+    tokio::spawn(async move {
+        // Give the head time to be written on its own, as a crashing replica's would be.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        tx.abort("the replica died before its body".into());
+    });
+    Response::builder()
+        .header(http::header::CONTENT_LENGTH, "5")
+        .body(body)
+        .expect("valid")
+}
+
+#[tokio::test]
+async fn a_response_cut_between_head_and_body_is_retried_when_resets_are() {
+    for version in [HttpVersion::Http1, HttpVersion::Http2] {
+        let recorder = Recorder::default();
+        let server = recorder
+            .serve(|_, n| match n {
+                0 => cut_before_body(),
+                _ => Response::new(full("hello")),
+            })
+            .await;
+        let req = |server: &TestServer| {
+            let req = request(server, Method::GET, "/cut", empty());
+            if version == HttpVersion::Http2 {
+                h2(req)
+            } else {
+                req
+            }
+        };
+
+        let resets = RetryLayer::new(no_backoff().retry_resets(true), budget(0.2, 10));
+        let (status, body, _) = send(&resets, &server, version, req(&server))
+            .await
+            .expect("the retry answers");
+        assert_eq!((status, &body[..]), (StatusCode::OK, &b"hello"[..]));
+        assert_eq!(recorder.seen("/cut").len(), 2, "{version:?}: retried once");
+
+        // Without resets retried the cut response is handed on as it is: the caller sees it fail.
+        let recorder = Recorder::default();
+        let server = recorder.serve(|_, _| cut_before_body()).await;
+        let plain = RetryLayer::new(no_backoff(), budget(0.2, 10));
+        send(&plain, &server, version, req(&server))
+            .await
+            .expect_err("the body was cut");
+        assert_eq!(recorder.seen("/cut").len(), 1, "{version:?}: not retried");
+    }
+}
+
+#[tokio::test]
+async fn a_stream_of_unknown_length_is_not_held_back_for_its_first_frame() {
+    let (release_tx, release_rx) = tokio::sync::oneshot::channel::<()>();
+    let release = Arc::new(Mutex::new(Some(release_rx)));
+    let server = TestServer::start(move |_req: Request<hyper::body::Incoming>| {
+        let release = release.lock().expect("lock").take();
+        async move {
+            let (mut tx, body) = streaming();
+            tokio::spawn(async move {
+                // The first byte comes only once the caller has the head.
+                if let Some(release) = release {
+                    let _ = release.await;
+                }
+                let _ = tx.send_data(Bytes::from_static(b"event")).await;
+            });
+            Response::new(body)
+        }
+    })
+    .await
+    .expect("server starts");
+    let layer = RetryLayer::new(no_backoff().retry_resets(true), budget(0.2, 10));
+    let svc = layer.layer(classified(ConnectService::new(
+        server.addr(),
+        HttpVersion::Http2,
+    )));
+    let req = h2(request(&server, Method::GET, "/events", empty()));
+    let rsp = tokio::time::timeout(LIMIT, svc.oneshot(req))
+        .await
+        .expect("the head is not held back")
+        .expect("response");
+    release_tx.send(()).expect("server waits");
+    let body = rsp.into_body().collect().await.expect("body").to_bytes();
+    assert_eq!(&body[..], b"event");
+}

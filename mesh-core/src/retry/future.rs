@@ -57,10 +57,11 @@ enum State<F, B> {
         #[pin]
         future: F,
     },
-    /// A gRPC response whose status will come in the trailers: its first frame decides whether
-    /// it is retried (trailers with a retryable status) or handed on (anything else).
-    /// Boxed: rare, and the head is large.
-    Peeking(Box<Peek<B>>),
+    /// A response held back for its first frame: a gRPC response whose status will come in the
+    /// trailers (trailers with a retryable status are retried), or a small sized one that a
+    /// lost connection could still cut (an error before the first byte is retried). Anything
+    /// else hands it on. Not boxed: with resets retried, most small responses pass here.
+    Peeking(Peek<B>),
     /// Backing off before the next try.
     BackingOff { sleep: Pin<Box<Sleep>> },
     /// Waiting for the service to be ready for the next try.
@@ -137,12 +138,21 @@ where
                         {
                             this.state.set(back_off(this.shared, *this.attempt));
                         }
-                        None if could_retry_grpc(this.shared, this.retry, *this.attempt) => {
+                        class
+                            if (class.is_none()
+                                && could_retry_grpc(this.shared, this.retry, *this.attempt))
+                                || could_retry_cut(
+                                    rsp.body(),
+                                    this.shared,
+                                    this.retry,
+                                    *this.attempt,
+                                ) =>
+                        {
                             let (head, body) = rsp.into_parts();
-                            this.state.set(State::Peeking(Box::new(Peek {
+                            this.state.set(State::Peeking(Peek {
                                 head: Some(head),
                                 body: Some(body),
-                            })));
+                            }));
                         }
                         _ => {
                             this.state.set(State::Done);
@@ -151,15 +161,20 @@ where
                     }
                 }
                 StateProj::Peeking(peek) => {
-                    let Peek { head, body } = &mut **peek;
+                    let Peek { head, body } = peek;
                     let Some(stream) = body.as_mut() else {
                         return Poll::Ready(Err("retry: response polled after completion".into()));
                     };
                     let first = ready!(Pin::new(&mut *stream).poll_frame(cx))
                         .map(|frame| frame.map_err(Into::into));
-                    // Trailers first (no message): the classification has just decided.
                     let class = match &first {
+                        // Trailers first (no message): the classification has just decided.
                         Some(Ok(frame)) if frame.is_trailers() => stream.class(),
+                        // Cut before its first byte (the server died after the head): nothing
+                        // has reached the caller yet, so it is as good as a reset.
+                        Some(Err(err)) => {
+                            Some(stream.class().unwrap_or_else(|| Class::of_error(&**err)))
+                        }
                         _ => None,
                     };
                     if class.is_some_and(|class| {
@@ -217,6 +232,31 @@ fn should_retry<B: Body + Unpin>(
         && shared.policy.is_retryable(class)
         && retry.source.is_replayable()
         && shared.budget.try_withdraw()
+}
+
+/// A response body at most this long (by its `Content-Length`) is held back for its first frame
+/// when a reset could be retried: waiting for a body the server has already sized costs no
+/// latency, and a server that dies between head and body then costs a retry, not a cut response.
+const CUT_PEEK_MAX: u64 = 64 * 1024;
+
+/// Whether a small, sized response that has not ended with its head is worth holding back for
+/// its first frame, so that a connection lost before it is retried ([`RetryPolicy::retry_resets`]
+/// (super::RetryPolicy::retry_resets)). Streams of unknown length (server-sent events, gRPC
+/// streams) are never held back this way: their first frame may be a long time coming.
+fn could_retry_cut<B: Body, R: Body>(
+    body: &R,
+    shared: &Shared,
+    retry: &Option<Retrying<B>>,
+    attempt: u32,
+) -> bool {
+    retry.is_some()
+        && attempt < shared.policy.max_attempts
+        && shared.policy.retries_resets()
+        && !body.is_end_stream()
+        && body
+            .size_hint()
+            .exact()
+            .is_some_and(|len| len > 0 && len <= CUT_PEEK_MAX)
 }
 
 /// Whether a gRPC response with its status still to come is worth holding back for its first

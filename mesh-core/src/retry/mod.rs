@@ -12,7 +12,9 @@
 //!   a larger body is sent once, in full, and not retried.
 //! - A response is never retried once it streams to the caller: the decision is made on the
 //!   response head, or, for a gRPC status that comes in the trailers, on the first body frame
-//!   (trailers with a retryable status are retried; a data frame hands the response on).
+//!   (trailers with a retryable status are retried; a data frame hands the response on). When
+//!   resets are retried, a small response with a `Content-Length` is held back for its first
+//!   frame too: a server that dies between head and body costs a retry, not a cut response.
 //! - Between tries, exponential backoff with full jitter.
 //! - Each try of a retryable request carries [`TriedEndpoints`]: a balancer sends a retry to an
 //!   endpoint the request has not failed on yet, when one is ready.

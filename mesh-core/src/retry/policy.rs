@@ -153,6 +153,13 @@ impl RetryPolicy {
     pub(super) fn retries_grpc(&self) -> bool {
         self.grpc_codes != GrpcCodeSet::EMPTY
     }
+
+    /// Whether transport errors after the request was sent are retried: if so, a small sized
+    /// response is held back for its first frame (a server dying between head and body is then
+    /// a retry, not a cut response).
+    pub(super) fn retries_resets(&self) -> bool {
+        self.resets
+    }
 }
 
 impl fmt::Debug for RetryPolicy {

@@ -169,4 +169,16 @@ async fn grpc_unary_and_streaming_through_the_mesh_keep_their_trailers() {
         4
     );
     assert!(replies.message().await.expect("clean end").is_none());
+    drop(replies);
+
+    // Both proxies count each call by its gRPC status (from the trailers), not just as a
+    // failure: two OK, one NOT_FOUND, one RESOURCE_EXHAUSTED.
+    for (proxy, direction) in [(&client, "outbound"), (&server, "inbound")] {
+        let text = support::admin_get(proxy.admin, "/metrics").await;
+        for (code, n) in [("OK", 2), ("NOT_FOUND", 1), ("RESOURCE_EXHAUSTED", 1)] {
+            let labels = [("direction", direction), ("grpc_status", code)];
+            let found = support::sample(&text, "mesh_http_grpc_responses_total", &labels);
+            assert_eq!(found, n, "{direction} {code}: {text}");
+        }
+    }
 }

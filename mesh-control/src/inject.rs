@@ -134,7 +134,7 @@ pub fn inject(pod: &Pod, namespace: &str, config: &InjectConfig) -> Result<Pod, 
         ],
         "ports": [
             { "name": "mesh-inbound", "containerPort": 4143 },
-            { "name": "mesh-admin", "containerPort": 4191 }
+            { "name": crate::proxies::ADMIN_PORT_NAME, "containerPort": crate::proxies::DEFAULT_ADMIN_PORT }
         ],
         "readinessProbe": { "httpGet": { "path": "/ready", "port": 4191 }, "periodSeconds": 2 },
         "livenessProbe": { "httpGet": { "path": "/live", "port": 4191 }, "periodSeconds": 10 },

@@ -7,6 +7,7 @@
 //! - [`install`], [`inject`] and [`webhook`], [`check`]: the manifests, the injector (offline
 //!   and as a mutating webhook), and what is missing or broken in a cluster.
 //! - [`serve`]: the gRPC APIs of [`mesh_api`] over TLS.
+//! - [`proxies`]: the meshed pods and their proxies' admin addresses (for mesh-viz).
 #![doc = "\n# Example\n"]
 //! ```
 //! use mesh_control::naming::service_account_identity;
@@ -24,6 +25,7 @@ pub mod inject;
 pub mod install;
 pub mod naming;
 pub mod policy;
+pub mod proxies;
 pub mod serve;
 #[cfg(feature = "test-util")]
 pub mod test_util;

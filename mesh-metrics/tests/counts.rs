@@ -124,6 +124,15 @@ async fn client_side(version: HttpVersion) {
         (missing.status_class(4), missing.successes, missing.failures),
         (1, 1, 0)
     );
+    assert_eq!(
+        (
+            missing.status_code(http::StatusCode::NOT_FOUND),
+            down.status_code(http::StatusCode::SERVICE_UNAVAILABLE),
+            ok.status_code(http::StatusCode::OK),
+            ok.status_code(http::StatusCode::NOT_FOUND),
+        ),
+        (1, 2, 3, 0)
+    );
     let stream = at("/stream");
     assert_eq!(
         (stream.requests, stream.cancelled, stream.failures),
@@ -153,6 +162,15 @@ async fn client_side(version: HttpVersion) {
             ),
             (3, 0, 3)
         );
+        use mesh_core::grpc::GrpcCode;
+        assert_eq!(
+            (
+                grpc_down.grpc_code(GrpcCode::UNAVAILABLE),
+                grpc_ok.grpc_code(GrpcCode::OK),
+                grpc_ok.grpc_code(GrpcCode::UNAVAILABLE),
+            ),
+            (3, 2, 0)
+        );
     }
     for (labels, s) in &snap.series {
         assert_eq!(s.in_flight(), 0, "{labels:?}");
@@ -169,8 +187,19 @@ async fn client_side(version: HttpVersion) {
         r#"mesh_http_outcomes_total{direction="outbound",route="/503",outcome="failure"} 2"#
     ));
     assert!(text.contains(
-        r#"mesh_http_responses_total{direction="outbound",route="/ok",status_class="2xx"} 3"#
+        r#"mesh_http_responses_total{direction="outbound",route="/ok",status_class="2xx",status_code="200"} 3"#
     ));
+    assert!(text.contains(
+        r#"mesh_http_responses_total{direction="outbound",route="/404",status_class="4xx",status_code="404"} 1"#
+    ));
+    if version == HttpVersion::Http2 {
+        assert!(text.contains(
+            r#"mesh_http_grpc_responses_total{direction="outbound",route="/grpc/unavailable",grpc_status="UNAVAILABLE"} 3"#
+        ), "{text}");
+        assert!(text.contains(
+            r#"mesh_http_grpc_responses_total{direction="outbound",route="/grpc/ok",grpc_status="OK"} 2"#
+        ));
+    }
 }
 
 #[tokio::test]

@@ -4,16 +4,16 @@
 //! C over HTTP; B and C answer by calling each other over gRPC. B has two replicas, and b-1 is
 //! slower and fails 30 % of its requests. All traffic between proxies is mTLS, with
 //! certificates minted at start by the development CA. Every few seconds the demo prints
-//! golden metrics per deployment and per edge, and what A's balancer thinks of B's replicas:
-//! watch it steer around b-1, and retries (within their budget) keep A's success rate high.
+//! golden metrics per deployment, per pod and per edge (read from the proxies' `/metrics` by
+//! mesh-viz, the same code as `mesh-viz stat` and `edges`), and what A's balancer thinks of
+//! B's replicas: watch it steer around b-1, and retries (within their budget) keep A's success
+//! rate high. It serves mesh-viz's dashboard for the running demo and says where.
 //!
 //! Options: `--duration 60s` (default: until Ctrl-C), `--interval 5s`, `--tap` (print A's
-//! requests live), `--rps 100` (A's request rate).
+//! requests live), `--rps 100` (A's request rate), `--dashboard 127.0.0.1:8084`.
 
 mod apps;
-mod table;
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -22,6 +22,7 @@ use examples::proxy::{Config, Proxy, Running};
 use mesh_core::Identity;
 use mesh_metrics::tap::TapFilter;
 use mesh_tls::DevCa;
+use mesh_viz::{Reading, Resource, StatQuery, Target, edges, outcomes, scrape_all, stat, view};
 
 use apps::Behaviour;
 
@@ -41,6 +42,9 @@ struct Args {
     /// A's requests per second, in all.
     #[arg(long, default_value_t = 100)]
     rps: u32,
+    /// Where to serve the dashboard (another free port if this one is taken).
+    #[arg(long, default_value = "127.0.0.1:8084")]
+    dashboard: std::net::SocketAddr,
 }
 
 fn parse_duration(text: &str) -> Result<Duration, String> {
@@ -70,7 +74,6 @@ fn identity(deployment: &str) -> Identity {
 
 /// One meshed pod: its names and its proxy.
 struct Pod {
-    deployment: &'static str,
     pod: &'static str,
     proxy: Running,
 }
@@ -150,6 +153,30 @@ async fn run(args: &Args, dir: &Path) -> Result<(), Box<dyn std::error::Error>> 
             pod.pod, pod.proxy.admin
         );
     }
+    let targets: Vec<Target> = pods
+        .iter()
+        .map(|p| Target(p.proxy.admin.to_string()))
+        .collect();
+    let list = dir.join("proxies.txt");
+    let addrs: Vec<&str> = targets.iter().map(|t| t.0.as_str()).collect();
+    std::fs::write(&list, addrs.join("\n") + "\n")?;
+    let dashboard = match tokio::net::TcpListener::bind(args.dashboard).await {
+        Ok(listener) => listener,
+        Err(_) => tokio::net::TcpListener::bind("127.0.0.1:0").await?,
+    };
+    println!(
+        "Dashboard: open http://{}/ (the topology, the stat table, live requests).",
+        dashboard.local_addr()?
+    );
+    println!("Or from another terminal, with the same aggregation:");
+    println!(
+        "  cargo run --release --example mesh-viz -- --proxies-file {} stat deploy   (or: edges, tap, top)",
+        list.display()
+    );
+    let dashboard = tokio::spawn(mesh_viz::dashboard::serve(
+        dashboard,
+        mesh_viz::dashboard::DashboardConfig::new(targets.clone()),
+    ));
     println!("Press Ctrl-C to stop.\n");
     // Give discovery a moment to read the endpoint files.
     tokio::time::sleep(Duration::from_millis(1500)).await;
@@ -170,14 +197,23 @@ async fn run(args: &Args, dir: &Path) -> Result<(), Box<dyn std::error::Error>> 
     tokio::pin!(stop);
     let started = tokio::time::Instant::now();
     let mut ticker = tokio::time::interval_at(started + args.interval, args.interval);
-    let mut before: HashMap<String, table::Totals> = HashMap::new();
+    let mut before = (
+        outcomes(&scrape_all(&targets, SCRAPE_DEADLINE).await),
+        started,
+    );
     loop {
         tokio::select! {
-            _ = ticker.tick() => print_tables(&pods, &mut before, args.interval, started.elapsed()),
+            _ = ticker.tick() => {
+                let now = outcomes(&scrape_all(&targets, SCRAPE_DEADLINE).await);
+                let reading = Reading::between(&before.0, &now, before.1.elapsed());
+                before = (now, tokio::time::Instant::now());
+                print_tables(&pods, &reading, started.elapsed());
+            }
             () = &mut stop => break,
             _ = tokio::signal::ctrl_c(), if args.duration.is_some() => break,
         }
     }
+    dashboard.abort();
 
     println!("stopping: draining the proxies");
     for task in load {
@@ -229,38 +265,30 @@ async fn start_pod(
     std::fs::write(&file, &text)?;
     let config = Config::load(&file)?;
     let proxy = Proxy::start(config).await?;
-    Ok(Pod {
-        deployment,
-        pod,
-        proxy,
-    })
+    Ok(Pod { pod, proxy })
 }
 
-fn print_tables(
-    pods: &[Pod],
-    before: &mut HashMap<String, table::Totals>,
-    interval: Duration,
-    elapsed: Duration,
-) {
-    let mut deployments = Vec::new();
-    let mut edges = Vec::new();
-    for pod in pods {
-        let (inbound, outbound) = table::rows_of(pod.deployment, pod.pod, pod.proxy.metrics());
-        if pod.deployment != "a" {
-            deployments.extend(inbound);
-        }
-        // One pod per deployment is enough to name an edge; B's two pods add up.
-        for (name, totals) in outbound {
-            edges.push((format!("{name} ({})", pod.pod), totals));
-        }
-    }
+/// How long the demo waits for one proxy's `/metrics`.
+const SCRAPE_DEADLINE: Duration = Duration::from_secs(1);
+
+/// The tables of one interval, from mesh-viz: per deployment and per pod (what the inbound
+/// proxies served), the edges (who called whom, mTLS), and A's balancer's view of B.
+fn print_tables(pods: &[Pod], reading: &Reading, elapsed: Duration) {
     let mut out = format!(
-        "── after {:.0}s ─────────────────────────────────────────────────────────────\n",
-        elapsed.as_secs_f64()
+        "── after {:.0}s, the last {:.0}s ──────────────────────────────────────────────\n",
+        elapsed.as_secs_f64(),
+        reading.interval.as_secs_f64()
     );
-    table::render(&mut out, "POD (inbound)", &deployments, before, interval);
-    out.push('\n');
-    table::render(&mut out, "EDGE (outbound)", &edges, before, interval);
+    for by in [Resource::Deployment, Resource::Pod] {
+        let query = StatQuery {
+            by,
+            ..StatQuery::default()
+        };
+        out.push_str(&view::stat_table(&stat(reading, &query)));
+        out.push('\n');
+    }
+    out.push_str(&view::edges_table(&edges(reading, Resource::Deployment)));
+    out.push_str(&view::missing_proxies(reading));
     out.push('\n');
     out.push_str("A's balancer for b:\n");
     for service in pods[0].proxy.endpoints() {
@@ -283,9 +311,6 @@ fn print_tables(
         }
     }
     println!("{out}");
-    for (name, totals) in deployments.into_iter().chain(edges) {
-        before.insert(name, totals);
-    }
 }
 
 /// Prints A's requests as they complete.

@@ -316,7 +316,8 @@ impl Proxy {
             .with(shared.metrics.clone())
             .with(shared.tcp_metrics.clone())
             .with(shared.egress_refused.clone())
-            .with(listeners);
+            .with(listeners)
+            .with(serve::ProxyInfo(store.clone()));
         if let identity::Status::Spiffe(report) = &identity {
             registry = registry.with(identity::SpiffeMetrics(report.clone()));
         }

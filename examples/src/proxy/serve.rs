@@ -177,3 +177,28 @@ pub(crate) async fn accept(
         }
     }
 }
+
+/// `mesh_proxy_info`: who this proxy is (its identity, with the workload's labels on every line),
+/// so that a reader of many proxies' metrics (mesh-viz) can tell which workload a peer identity
+/// in another proxy's series belongs to.
+pub(crate) struct ProxyInfo(pub(crate) mesh_tls::CredentialStore);
+
+impl Collect for ProxyInfo {
+    fn collect(&self, out: &mut Exposition<'_>) {
+        let credentials = self.0.current();
+        out.family(
+            "mesh_proxy_info",
+            "gauge",
+            "This proxy: its current identity and version (always 1).",
+        );
+        let labels = format!(
+            "identity=\"{}\",version=\"{}\"",
+            credentials
+                .identity()
+                .as_str()
+                .replace(['"', '\\', '\n'], "_"),
+            env!("CARGO_PKG_VERSION"),
+        );
+        out.sample("", &labels, "", 1);
+    }
+}

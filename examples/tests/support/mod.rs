@@ -12,6 +12,7 @@ use mesh_core::Identity;
 use mesh_tls::DevCa;
 
 pub mod h2raw;
+pub mod viz;
 
 /// The trust domain of every test certificate.
 pub const DOMAIN: &str = "mesh.local";

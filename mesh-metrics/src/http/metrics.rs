@@ -1,11 +1,15 @@
 //! The HTTP golden metrics of a workload: one [`HttpSeries`] per label set.
 
+use std::fmt::Write;
 use std::sync::Arc;
 
+use super::codes::{
+    GRPC_SLOTS, HTTP_SLOTS, HttpCode, class_of_slot, grpc_slot_name, http_slot_label,
+};
 use super::series::{HttpSeries, HttpSnapshot};
 use crate::expose::{Collect, Exposition};
 use crate::family::{DEFAULT_LABEL_SET_CAP, Family};
-use crate::histogram::{LEN, fill_hdr, new_hdr};
+use crate::histogram::LEN;
 use crate::{Labels, histogram};
 
 /// HTTP golden metrics by label set `L`: requests, responses by status class, outcomes by
@@ -132,14 +136,15 @@ impl<L: PartialEq> HttpMetricsSnapshot<L> {
     }
 }
 
-/// The Prometheus latency buckets, in microseconds: 1 ms to 60 s.
-const BUCKETS_MICROS: [u64; 15] = [
-    1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000, 1_000_000, 2_500_000,
-    5_000_000, 10_000_000, 30_000_000, 60_000_000,
+/// The Prometheus latency buckets, in microseconds: 0.5 ms (a hop on one host) to 60 s.
+const BUCKETS_MICROS: [u64; 16] = [
+    500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000, 1_000_000,
+    2_500_000, 5_000_000, 10_000_000, 30_000_000, 60_000_000,
 ];
 
 /// The same bounds as `le` labels, written once.
-const LE_LABELS: [&str; 15] = [
+const LE_LABELS: [&str; 16] = [
+    "le=\"0.0005\"",
     "le=\"0.001\"",
     "le=\"0.0025\"",
     "le=\"0.005\"",
@@ -157,8 +162,6 @@ const LE_LABELS: [&str; 15] = [
     "le=\"60\"",
 ];
 
-const QUANTILES: [f64; 3] = [0.5, 0.95, 0.99];
-const QUANTILE_LABELS: [&str; 3] = ["quantile=\"0.5\"", "quantile=\"0.95\"", "quantile=\"0.99\""];
 const STATUS_LABELS: [&str; 6] = [
     "status_class=\"1xx\"",
     "status_class=\"2xx\"",
@@ -177,29 +180,25 @@ const OUTCOME_LABELS: [&str; 3] = [
 struct Row {
     labels: String,
     requests: u64,
-    statuses: [u64; 6],
+    codes: [u64; HTTP_SLOTS],
+    grpc: [u64; GRPC_SLOTS],
     outcomes: [u64; 3],
     in_flight: u64,
     headers: Reduced,
     total: Reduced,
 }
 
-/// A histogram reduced to cumulative bucket counts, count, sum and quantiles.
+/// A histogram reduced to cumulative bucket counts, count and sum.
 struct Reduced {
     cumulative: [u64; BUCKETS_MICROS.len()],
     count: u64,
     sum_micros: u64,
-    quantiles: [u64; QUANTILES.len()],
 }
 
 impl Reduced {
     /// Each fixed bound counts the HDR buckets whose lowest value is at or below it (as
     /// `Histogram::count_between` does), so a bound is exact to the HDR bucket width.
-    fn new(
-        counts: &[u64; LEN],
-        sum_micros: u64,
-        scratch: &mut hdrhistogram::Histogram<u64>,
-    ) -> Self {
+    fn new(counts: &[u64; LEN], sum_micros: u64) -> Self {
         let mut cumulative = [0; BUCKETS_MICROS.len()];
         let mut running = 0;
         let mut from = 0;
@@ -211,36 +210,28 @@ impl Reduced {
             from = to;
         }
         running += counts[from..].iter().sum::<u64>();
-        let quantiles = if running == 0 {
-            [0; QUANTILES.len()]
-        } else {
-            scratch.reset();
-            fill_hdr(scratch, counts);
-            QUANTILES.map(|q| scratch.value_at_quantile(q))
-        };
         Self {
             cumulative,
             count: running,
             sum_micros,
-            quantiles,
         }
     }
 }
 
 impl<L: Labels> Collect for HttpMetrics<L> {
     fn collect(&self, out: &mut Exposition<'_>) {
-        let mut scratch = new_hdr();
         let mut rows = Vec::with_capacity(self.family.len() + 1);
         let mut row = |labels: String, s: &HttpSeries| {
             let t = s.totals();
             rows.push(Row {
                 labels,
                 requests: t.requests,
-                statuses: t.statuses,
+                codes: t.codes,
+                grpc: t.grpc,
                 outcomes: [t.successes, t.failures, t.cancelled],
                 in_flight: t.in_flight(),
-                headers: Reduced::new(&t.headers, t.headers_sum, &mut scratch),
-                total: Reduced::new(&t.total, t.total_sum, &mut scratch),
+                headers: Reduced::new(&t.headers, t.headers_sum),
+                total: Reduced::new(&t.total, t.total_sum),
             });
         };
         self.family.for_each(|labels, s| row(out.labels(labels), s));
@@ -260,12 +251,35 @@ impl<L: Labels> Collect for HttpMetrics<L> {
         out.family(
             &format!("{p}_responses_total"),
             "counter",
-            "Responses received, by status class.",
+            "Responses received, by status class and code (a code outside IANA's registry is `other` of its class).",
+        );
+        let mut code_labels = String::new();
+        for r in &rows {
+            for (slot, &n) in r.codes.iter().enumerate() {
+                if n > 0 {
+                    code_labels.clear();
+                    code_labels.push_str(STATUS_LABELS[class_of_slot(slot)]);
+                    match http_slot_label(slot) {
+                        HttpCode::Code(code) => {
+                            let _ = write!(code_labels, ",status_code=\"{code}\"");
+                        }
+                        HttpCode::Other => code_labels.push_str(",status_code=\"other\""),
+                    }
+                    out.sample("", &r.labels, &code_labels, n);
+                }
+            }
+        }
+        out.family(
+            &format!("{p}_grpc_responses_total"),
+            "counter",
+            "gRPC responses by grpc-status (from a trailers-only head or the trailers; codes past 16 are `other`).",
         );
         for r in &rows {
-            for (class, &n) in STATUS_LABELS.iter().zip(&r.statuses) {
+            for (slot, &n) in r.grpc.iter().enumerate() {
                 if n > 0 {
-                    out.sample("", &r.labels, class, n);
+                    code_labels.clear();
+                    let _ = write!(code_labels, "grpc_status=\"{}\"", grpc_slot_name(slot));
+                    out.sample("", &r.labels, &code_labels, n);
                 }
             }
         }
@@ -309,19 +323,6 @@ impl<L: Labels> Collect for HttpMetrics<L> {
                 out.sample_f64("_sum", &r.labels, "", seconds(h.sum_micros));
                 out.sample("_count", &r.labels, "", h.count);
             }
-            out.family(
-                &format!("{p}_{name}_quantiles"),
-                "summary",
-                "Quantiles of the histogram of the same name, from its HDR data (within 6.25 %).",
-            );
-            for r in &rows {
-                let h = pick(r);
-                for (q, &v) in QUANTILE_LABELS.iter().zip(&h.quantiles) {
-                    out.sample_f64("", &r.labels, q, seconds(v));
-                }
-                out.sample_f64("_sum", &r.labels, "", seconds(h.sum_micros));
-                out.sample("_count", &r.labels, "", h.count);
-            }
         }
         out.family(
             &format!("{p}_label_sets_overflowed_total"),
@@ -344,9 +345,6 @@ mod tests {
     fn the_written_bounds_are_the_bounds() {
         for (le, micros) in LE_LABELS.iter().zip(BUCKETS_MICROS) {
             assert_eq!(*le, format!("le=\"{}\"", seconds(micros)));
-        }
-        for (label, q) in QUANTILE_LABELS.iter().zip(QUANTILES) {
-            assert_eq!(*label, format!("quantile=\"{q}\""));
         }
     }
 }

@@ -1,5 +1,6 @@
 //! HTTP golden metrics: the series, their registry by label set, and the layer recording them.
 
+mod codes;
 mod layer;
 mod metrics;
 mod recorder;

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use http::{HeaderMap, Response};
 use mesh_core::Class;
 use mesh_core::classify::OnClass;
+use mesh_core::grpc::GrpcCode;
 use tokio::time::Instant;
 
 use super::series::HttpStripe;
@@ -17,6 +18,9 @@ pub struct Recorder {
     stripe: Arc<HttpStripe>,
     start: Instant,
     tap: Option<TapRequest>,
+    /// Whether a `grpc-status` was counted (from a trailers-only head): trailers after one are
+    /// not counted again.
+    grpc_counted: bool,
 }
 
 impl std::fmt::Debug for Recorder {
@@ -30,7 +34,12 @@ impl std::fmt::Debug for Recorder {
 
 impl Recorder {
     pub(crate) fn new(stripe: Arc<HttpStripe>, start: Instant, tap: Option<TapRequest>) -> Self {
-        Self { stripe, start, tap }
+        Self {
+            stripe,
+            start,
+            tap,
+            grpc_counted: false,
+        }
     }
 }
 
@@ -46,12 +55,22 @@ impl OnClass for Recorder {
     fn on_response<T>(&mut self, rsp: &mut Response<T>) {
         let latency = self.start.elapsed();
         self.stripe.on_response(rsp.status(), latency);
+        if let Some(Ok(code)) = GrpcCode::from_headers(rsp.headers()) {
+            self.stripe.on_grpc(code);
+            self.grpc_counted = true;
+        }
         if let Some(tap) = self.tap.as_mut() {
             tap.on_response(rsp, latency);
         }
     }
 
     fn on_trailers(&mut self, trailers: &HeaderMap) {
+        if !self.grpc_counted {
+            if let Some(Ok(code)) = GrpcCode::from_headers(trailers) {
+                self.stripe.on_grpc(code);
+                self.grpc_counted = true;
+            }
+        }
         if let Some(tap) = self.tap.as_mut() {
             tap.on_trailers(trailers);
         }

@@ -5,8 +5,12 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
 use http::StatusCode;
+use mesh_core::grpc::GrpcCode;
 use mesh_core::{Class, FailureReason};
 
+use super::codes::{
+    GRPC_SLOTS, HTTP_SLOTS, class_of_slot, grpc_slot, grpc_slot_code, http_slot, http_slot_label,
+};
 use crate::histogram::{AtomicHistogram, LEN, LatencySnapshot};
 use crate::stripe::Striped;
 
@@ -14,8 +18,10 @@ use crate::stripe::Striped;
 #[repr(align(128))]
 pub(crate) struct HttpStripe {
     requests: AtomicU64,
-    /// Responses by status class: 1xx to 5xx, then anything else.
-    statuses: [AtomicU64; 6],
+    /// Responses by status code (see `codes`: registered codes, then each class's others).
+    codes: [AtomicU64; HTTP_SLOTS],
+    /// gRPC responses by status code, from the headers (trailers-only) or the trailers.
+    grpc: [AtomicU64; GRPC_SLOTS],
     successes: AtomicU64,
     failures: AtomicU64,
     cancelled: AtomicU64,
@@ -27,7 +33,8 @@ impl HttpStripe {
     fn new() -> Self {
         Self {
             requests: AtomicU64::new(0),
-            statuses: [const { AtomicU64::new(0) }; 6],
+            codes: [const { AtomicU64::new(0) }; HTTP_SLOTS],
+            grpc: [const { AtomicU64::new(0) }; GRPC_SLOTS],
             successes: AtomicU64::new(0),
             failures: AtomicU64::new(0),
             cancelled: AtomicU64::new(0),
@@ -39,8 +46,14 @@ impl HttpStripe {
     /// The response head arrived after `latency`.
     #[inline]
     pub(crate) fn on_response(&self, status: StatusCode, latency: Duration) {
-        self.statuses[status_slot(status)].fetch_add(1, Relaxed);
+        self.codes[http_slot(status)].fetch_add(1, Relaxed);
         self.headers.record(latency);
+    }
+
+    /// The response carried gRPC status `code`.
+    #[inline]
+    pub(crate) fn on_grpc(&self, code: GrpcCode) {
+        self.grpc[grpc_slot(code)].fetch_add(1, Relaxed);
     }
 
     /// The request ended with `class`, `latency` after it started.
@@ -53,13 +66,6 @@ impl HttpStripe {
         };
         counter.fetch_add(1, Relaxed);
         self.total.record(latency);
-    }
-}
-
-fn status_slot(status: StatusCode) -> usize {
-    match status.as_u16() / 100 {
-        n @ 1..=5 => usize::from(n) - 1,
-        _ => 5,
     }
 }
 
@@ -103,6 +109,9 @@ impl HttpSeries {
         if let Some(status) = status {
             stripe.on_response(status, headers_latency);
         }
+        if let Class::Failure(FailureReason::Grpc(code)) = class {
+            stripe.on_grpc(code);
+        }
         stripe.on_end(class, total_latency);
     }
 
@@ -114,9 +123,28 @@ impl HttpSeries {
     /// The totals so far.
     pub fn snapshot(&self) -> HttpSnapshot {
         let totals = self.totals();
+        let mut statuses = [0; 6];
+        let mut status_codes = Vec::new();
+        for (slot, &n) in totals.codes.iter().enumerate() {
+            statuses[class_of_slot(slot)] += n;
+            if let (super::codes::HttpCode::Code(code), true) = (http_slot_label(slot), n > 0) {
+                if let Ok(status) = StatusCode::from_u16(code) {
+                    status_codes.push((status, n));
+                }
+            }
+        }
+        let grpc_codes = totals
+            .grpc
+            .iter()
+            .enumerate()
+            .filter(|&(_, &n)| n > 0)
+            .map(|(slot, &n)| (grpc_slot_code(slot), n))
+            .collect();
         HttpSnapshot {
             requests: totals.requests,
-            statuses: totals.statuses,
+            statuses,
+            status_codes,
+            grpc_codes,
             successes: totals.successes,
             failures: totals.failures,
             cancelled: totals.cancelled,
@@ -130,7 +158,10 @@ impl HttpSeries {
         let mut t = Totals::default();
         for s in self.stripes.iter() {
             t.requests += s.requests.load(Relaxed);
-            for (total, count) in t.statuses.iter_mut().zip(&s.statuses) {
+            for (total, count) in t.codes.iter_mut().zip(&s.codes) {
+                *total += count.load(Relaxed);
+            }
+            for (total, count) in t.grpc.iter_mut().zip(&s.grpc) {
                 *total += count.load(Relaxed);
             }
             t.successes += s.successes.load(Relaxed);
@@ -146,7 +177,8 @@ impl HttpSeries {
 /// Summed counters of a series, for snapshots and exposition.
 pub(crate) struct Totals {
     pub(crate) requests: u64,
-    pub(crate) statuses: [u64; 6],
+    pub(crate) codes: [u64; HTTP_SLOTS],
+    pub(crate) grpc: [u64; GRPC_SLOTS],
     pub(crate) successes: u64,
     pub(crate) failures: u64,
     pub(crate) cancelled: u64,
@@ -160,7 +192,8 @@ impl Default for Totals {
     fn default() -> Self {
         Self {
             requests: 0,
-            statuses: [0; 6],
+            codes: [0; HTTP_SLOTS],
+            grpc: [0; GRPC_SLOTS],
             successes: 0,
             failures: 0,
             cancelled: 0,
@@ -188,6 +221,11 @@ pub struct HttpSnapshot {
     pub requests: u64,
     /// Responses received, by status class: `[1xx, 2xx, 3xx, 4xx, 5xx, other]`.
     pub statuses: [u64; 6],
+    /// Responses by registered status code (IANA's registry), those seen, in code order; a
+    /// code outside the registry is only in `statuses`.
+    pub status_codes: Vec<(StatusCode, u64)>,
+    /// gRPC responses by `grpc-status`, those seen, in code order; `None` counts codes past 16.
+    pub grpc_codes: Vec<(Option<GrpcCode>, u64)>,
     /// Requests classified as successes (see `mesh_core::Class`).
     pub successes: u64,
     /// Requests classified as failures, except those cancelled.
@@ -214,6 +252,22 @@ impl HttpSnapshot {
             1..=5 => self.statuses[usize::from(hundreds) - 1],
             _ => self.statuses[5],
         }
+    }
+
+    /// Responses with exactly this status code (registered codes only; see `status_codes`).
+    pub fn status_code(&self, status: StatusCode) -> u64 {
+        self.status_codes
+            .iter()
+            .find(|(s, _)| *s == status)
+            .map_or(0, |(_, n)| *n)
+    }
+
+    /// gRPC responses with this `grpc-status`.
+    pub fn grpc_code(&self, code: GrpcCode) -> u64 {
+        self.grpc_codes
+            .iter()
+            .find(|(c, _)| *c == Some(code))
+            .map_or(0, |(_, n)| *n)
     }
 
     /// Successes over all decided requests, cancelled ones aside; `None` before any.

@@ -12,8 +12,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use clap::{Parser, Subcommand, ValueEnum};
 use examples::proxy::Dur;
 use mesh_viz::{
-    Prometheus, Reading, Resource, StatQuery, TapFilter, TapItem, Target, Top, edges, outcomes,
-    scrape_all, stat, view,
+    Prometheus, Reading, Resource, ResourceRef, StatQuery, TapFilter, TapItem, Target, Top, edges,
+    outcomes, scrape_all, stat, view,
 };
 
 /// Seeing the mesh: golden metrics, edges and live requests across every proxy.
@@ -61,7 +61,8 @@ enum Command {
         /// Rows by `ns`, `deploy` or `pod`.
         #[arg(default_value = "deploy", value_parser = resource)]
         resource: Resource,
-        /// Only calls to this resource (`name` or `namespace/name`).
+        /// Only calls to this resource: `deploy/NAME` (or just `NAME`), `pod/NAME`, `ns/NAME`;
+        /// a name may carry its namespace (`deploy/shop/web`).
         #[arg(long)]
         to: Option<String>,
         /// Only calls from this resource.
@@ -274,8 +275,8 @@ async fn run(args: Args) -> Result<ExitCode, String> {
             let reading = reading(&args, interval.0, window).await?;
             let query = StatQuery {
                 by: *resource,
-                to: to.clone(),
-                from: from.clone(),
+                to: to.as_deref().map(ResourceRef::parse),
+                from: from.as_deref().map(ResourceRef::parse),
                 namespace: namespace.clone(),
             };
             let rows = stat(&reading, &query);

@@ -1,6 +1,7 @@
-//! The demo as a user runs it: it meshes its four apps, prints golden-metrics tables in which
-//! retries keep A's success rate above b-1's, shows A's balancer steering around b-1, prints
-//! live requests with `--tap`, and exits 0 on Ctrl-C and after `--duration`.
+//! The demo as a user runs it: it meshes its four apps, prints mesh-viz's golden-metrics tables
+//! (per deployment, per pod, per edge) in which retries keep A's success rate above b-1's,
+//! shows A's balancer steering around b-1, says where its dashboard is, prints live requests
+//! with `--tap`, and exits 0 on Ctrl-C and after `--duration`.
 
 mod support;
 
@@ -35,34 +36,58 @@ async fn the_demo_prints_its_tables_and_exits_cleanly_on_ctrl_c() {
     .await
     .unwrap_or_else(|_| panic!("three tables in time; got:\n{output}"));
 
+    // Rows by deployment and by pod, each with its proxies answering.
+    for (name, proxies) in [
+        ("demo/b", "2/2"),
+        ("demo/c", "1/1"),
+        ("demo/b-0", "1/1"),
+        ("demo/b-1", "1/1"),
+        ("demo/c-0", "1/1"),
+    ] {
+        assert!(
+            output.lines().any(|l| {
+                let columns: Vec<&str> = l.split_whitespace().collect();
+                columns.first() == Some(&name) && columns.get(1) == Some(&proxies)
+            }),
+            "{name} {proxies} missing from:\n{output}"
+        );
+    }
     for expected in [
-        "POD (inbound)",
-        "b     b-0",
-        "c     c-0",
-        "a -> b (a-0)",
-        "a -> c (a-0)",
-        "b -> c",
-        "c -> b",
+        "NAME ",
+        "SRC ",
         "tap outbound",
+        "Dashboard: open http://127.0.0.1:",
+        "--proxies-file",
     ] {
         assert!(
             output.contains(expected),
             "{expected:?} missing from:\n{output}"
         );
     }
-    // A's view of b: succeeding (retries cover b-1's failures) and fully meshed.
-    let edge = output
-        .lines()
-        .rev()
-        .find(|l| l.starts_with("a -> b (a-0)"))
-        .expect("edge row");
-    let columns: Vec<&str> = edge.split_whitespace().collect();
-    let success: f64 = columns[4]
-        .trim_end_matches('%')
-        .parse()
-        .expect("success rate");
-    assert!(success >= 99.0, "{edge}");
-    assert_eq!(columns.last(), Some(&"100%"), "{edge}");
+    // Every edge of the demo, over mTLS; A's view of b succeeding (retries cover b-1's
+    // failures).
+    for (src, dst) in [("a", "b"), ("a", "c"), ("b", "c"), ("c", "b")] {
+        let edge = output
+            .lines()
+            .rev()
+            .find(|l| {
+                l.split_whitespace()
+                    .take(2)
+                    .eq([format!("demo/{src}"), format!("demo/{dst}")]
+                        .iter()
+                        .map(String::as_str))
+            })
+            .unwrap_or_else(|| panic!("edge {src} -> {dst} in:\n{output}"));
+        let columns: Vec<&str> = edge.split_whitespace().collect();
+        assert_eq!(columns[4], "yes", "mTLS: {edge}");
+        if (src, dst) == ("a", "b") {
+            let success: f64 = columns[6]
+                .trim_end_matches('%')
+                .parse()
+                .expect("success rate");
+            assert!(success >= 99.0, "{edge}");
+        }
+    }
 
     let pid = child.id().expect("pid").to_string();
     let (code, _, _) = support::run("kill", &["-INT", &pid]).await;
@@ -82,6 +107,6 @@ async fn the_demo_stops_by_itself_after_its_duration() {
     )
     .await;
     assert_eq!(code, 0, "{stderr}");
-    assert!(stdout.contains("EDGE (outbound)"), "{stdout}");
+    assert!(stdout.lines().any(|l| l.starts_with("SRC ")), "{stdout}");
     assert!(stdout.contains("stopping"), "{stdout}");
 }

@@ -11,8 +11,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use mesh_core::test_util::{HttpVersion, TestClient};
 use mesh_viz::{
-    Prometheus, Reading, Resource, StatQuery, StatRow, TapFilter, TapItem, Target, edges, outcomes,
-    scrape_all, stat,
+    Prometheus, Reading, Resource, ResourceRef, StatQuery, StatRow, TapFilter, TapItem, Target,
+    edges, outcomes, scrape_all, stat,
 };
 use support::viz::{FAST, SLOW, Topology};
 use support::{example_binary, get, id};
@@ -207,7 +207,7 @@ async fn stat_counts_what_was_sent_and_prometheus_gives_the_same_numbers() {
     let to = stat(
         &reading,
         &StatQuery {
-            to: Some("api".into()),
+            to: Some(ResourceRef::parse("api")),
             ..StatQuery::default()
         },
     );
@@ -216,7 +216,7 @@ async fn stat_counts_what_was_sent_and_prometheus_gives_the_same_numbers() {
     let from = stat(
         &reading,
         &StatQuery {
-            from: Some("test/web".into()),
+            from: Some(ResourceRef::parse("deploy/test/web")),
             ..StatQuery::default()
         },
     );

@@ -1,6 +1,7 @@
 //! `edges`: who calls whom, with both sides' identities and whether the calls were mTLS, read
 //! from the servers' inbound series (each knows its authenticated client) and the clients'
-//! outbound ones (each knows its server's identity, and what it called without mTLS).
+//! outbound ones (each knows its server's identity, and what it called without mTLS). The
+//! counts are the caller's where its proxy is read (what the caller saw), else the server's.
 
 use std::collections::BTreeMap;
 
@@ -23,9 +24,11 @@ pub struct Edge {
     pub server_id: Option<String>,
     /// Whether the calls were mTLS (an identity was verified on either side).
     pub mtls: bool,
-    /// Requests over the interval (the server's count where it has one, else the client's).
+    /// Requests over the interval: what the caller's proxy counted (each request once, retries
+    /// inside it), else what the server's counted (each try).
     pub requests: u64,
-    /// Successes over decided requests.
+    /// Successes over decided requests, from the same side as `requests`: with a caller's
+    /// proxy, the success the caller saw (after retries).
     pub success_rate: Option<f64>,
 }
 

@@ -54,7 +54,7 @@ pub use fetch::FetchError;
 pub use model::{Buckets, Counts, Direction, ProxyMetrics, SeriesKey, Workload};
 pub use prometheus::{Prometheus, PrometheusError};
 pub use scrape::{Scrape, ScrapeError, Target, outcomes, scrape, scrape_all};
-pub use stat::{ProxyReading, Reading, Resource, StatQuery, StatRow, stat};
+pub use stat::{ProxyReading, Reading, Resource, ResourceRef, StatQuery, StatRow, stat};
 pub use table::Table;
 pub use tap::{TapEvent, TapFilter, TapItem};
 pub use text::{Sample, TextError, parse};

@@ -42,11 +42,69 @@ impl Resource {
             Self::Pod => format!("{}/{}", w.namespace, w.pod),
         }
     }
+}
 
-    /// Whether `w` is the resource `name` names: `namespace/name`, or just the name.
-    pub fn matches(self, w: &Workload, name: &str) -> bool {
-        let full = self.name_of(w);
-        full == name || full.rsplit('/').next() == Some(name)
+/// A resource named by a person: `deploy/web`, `pod/web-0`, `ns/shop`, `shop/web` (a
+/// deployment in a namespace) or `web` (a deployment, in any namespace).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ResourceRef {
+    /// Its kind.
+    pub kind: Resource,
+    /// Its namespace, if given (for a namespace, its name).
+    pub namespace: Option<String>,
+    /// Its name.
+    pub name: String,
+}
+
+impl ResourceRef {
+    /// Reads `kind/name`, `namespace/name` or `name` (see the type).
+    pub fn parse(s: &str) -> Self {
+        let (kind, rest) = match s.split_once('/') {
+            Some((kind, rest)) => match Resource::parse(kind) {
+                Some(kind) => (kind, rest),
+                None => (Resource::Deployment, s),
+            },
+            None => (Resource::Deployment, s),
+        };
+        let (namespace, name) = match rest.split_once('/') {
+            Some((ns, name)) => (Some(ns.to_owned()), name.to_owned()),
+            None => (None, rest.to_owned()),
+        };
+        Self {
+            kind,
+            namespace,
+            name,
+        }
+    }
+
+    /// Whether workload `w` is (part of) this resource.
+    pub fn matches(&self, w: &Workload) -> bool {
+        let in_namespace = self.namespace.as_ref().is_none_or(|ns| *ns == w.namespace);
+        match self.kind {
+            Resource::Namespace => w.namespace == self.name,
+            Resource::Deployment => in_namespace && w.deployment == self.name,
+            Resource::Pod => in_namespace && w.pod == self.name,
+        }
+    }
+
+    /// Whether an authority names this resource, for calls without an identity to go by: a
+    /// deployment by the first label of the host (`web`, `web.shop.svc.cluster.local:80`), a
+    /// namespace by the second.
+    fn named_by(&self, authority: &str) -> bool {
+        let host = authority.split(':').next().unwrap_or_default();
+        let mut labels = host.split('.');
+        let (first, second) = (labels.next(), labels.next());
+        match self.kind {
+            Resource::Deployment => {
+                first == Some(self.name.as_str())
+                    && self
+                        .namespace
+                        .as_ref()
+                        .is_none_or(|ns| second.is_none_or(|s| s == ns))
+            }
+            Resource::Namespace => second == Some(self.name.as_str()),
+            Resource::Pod => false,
+        }
     }
 }
 
@@ -126,9 +184,9 @@ pub struct StatQuery {
     /// Rows by namespace, deployment or pod.
     pub by: Resource,
     /// Only the calls these rows make to this resource (outbound, the caller's view).
-    pub to: Option<String>,
+    pub to: Option<ResourceRef>,
     /// Only the calls these rows receive from this resource (inbound).
-    pub from: Option<String>,
+    pub from: Option<ResourceRef>,
     /// Only rows in this namespace.
     pub namespace: Option<String>,
 }
@@ -166,27 +224,14 @@ fn selected(
     key: &SeriesKey,
     identities: &HashMap<String, Vec<Workload>>,
 ) -> bool {
-    let is = |name: &str| -> bool {
-        let by_identity = key
-            .peer
-            .as_ref()
-            .and_then(|p| identities.get(p))
-            .is_some_and(|ws| ws.iter().any(|w| query.by.matches(w, name)));
-        // A call without mTLS (or to an identity no proxy here has) is known by its
-        // authority's first label: `api`, `api.ns`, `api.ns.svc.cluster.local:80`.
-        let by_authority = || {
-            key.authority.as_deref().is_some_and(|a| {
-                let host = a.split(':').next().unwrap_or_default();
-                let short = name.rsplit('/').next().unwrap_or(name);
-                host.split('.').next() == Some(short)
-            })
-        };
-        by_identity
-            || (key
-                .peer
-                .as_ref()
-                .is_none_or(|p| !identities.contains_key(p))
-                && by_authority())
+    let is = |target: &ResourceRef| -> bool {
+        let known = key.peer.as_ref().and_then(|p| identities.get(p));
+        match known {
+            Some(workloads) => workloads.iter().any(|w| target.matches(w)),
+            // A call without mTLS (or to an identity no proxy here has) is known by its
+            // authority.
+            None => key.authority.as_deref().is_some_and(|a| target.named_by(a)),
+        }
     };
     match (&query.to, &query.from) {
         (Some(to), _) => key.direction == Direction::Outbound && is(to),
@@ -251,4 +296,39 @@ pub fn stat(reading: &Reading, query: &StatQuery) -> Vec<StatRow> {
             }
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn workload(ns: &str, deployment: &str, pod: &str) -> Workload {
+        Workload {
+            namespace: ns.into(),
+            deployment: deployment.into(),
+            pod: pod.into(),
+        }
+    }
+
+    #[test]
+    fn resources_are_named_as_people_name_them() {
+        let w = workload("shop", "web", "web-0");
+        for (s, hit) in [
+            ("web", true),
+            ("deploy/web", true),
+            ("deploy/shop/web", true),
+            ("shop/web", true),
+            ("other/web", false),
+            ("pod/web-0", true),
+            ("po/web-1", false),
+            ("ns/shop", true),
+            ("api", false),
+        ] {
+            assert_eq!(ResourceRef::parse(s).matches(&w), hit, "{s}");
+        }
+        let api = ResourceRef::parse("api");
+        assert!(api.named_by("api") && api.named_by("api.shop.svc.cluster.local:80"));
+        assert!(!api.named_by("apis:80"));
+        assert!(ResourceRef::parse("ns/shop").named_by("api.shop:80"));
+    }
 }

@@ -326,9 +326,7 @@ async fn run(args: Args) -> Result<ExitCode, String> {
             config.refresh = refresh.0;
             config.tap_stream = tap_stream.0;
             config.deadline = args.deadline.0;
-            mesh_viz::dashboard::serve(listener, config)
-                .await
-                .map_err(|e| e.to_string())?;
+            mesh_viz::dashboard::serve(listener, config).await;
             Ok(ExitCode::SUCCESS)
         }
     }

@@ -224,18 +224,18 @@ fn selected(
     key: &SeriesKey,
     identities: &HashMap<String, Vec<Workload>>,
 ) -> bool {
-    let is = |target: &ResourceRef| -> bool {
-        let known = key.peer.as_ref().and_then(|p| identities.get(p));
-        match known {
+    // A peer is known by its identity. Without one (no mTLS, or an identity no proxy here
+    // has), a call out is known by its authority; a call in is not known at all (its
+    // authority names the callee, not the caller).
+    let is = |target: &ResourceRef, by_authority: bool| -> bool {
+        match key.peer.as_ref().and_then(|p| identities.get(p)) {
             Some(workloads) => workloads.iter().any(|w| target.matches(w)),
-            // A call without mTLS (or to an identity no proxy here has) is known by its
-            // authority.
-            None => key.authority.as_deref().is_some_and(|a| target.named_by(a)),
+            None => by_authority && key.authority.as_deref().is_some_and(|a| target.named_by(a)),
         }
     };
     match (&query.to, &query.from) {
-        (Some(to), _) => key.direction == Direction::Outbound && is(to),
-        (None, Some(from)) => key.direction == Direction::Inbound && is(from),
+        (Some(to), _) => key.direction == Direction::Outbound && is(to, true),
+        (None, Some(from)) => key.direction == Direction::Inbound && is(from, false),
         (None, None) => key.direction == Direction::Inbound,
     }
 }

@@ -70,7 +70,8 @@ struct Shared {
 
 /// Serves the dashboard on `listener` until the task is dropped: scrapes, taps, and answers
 /// `/` (the page), `/api/state` (the latest reading as JSON) and `/api/tap` (server-sent events).
-pub async fn serve(listener: TcpListener, config: DashboardConfig) -> std::io::Result<()> {
+/// It never returns: a failed accept is waited out.
+pub async fn serve(listener: TcpListener, config: DashboardConfig) {
     let (events, _) = broadcast::channel(1024);
     let shared = Arc::new(Shared {
         state: Mutex::new(state::State::new(config.history)),
@@ -80,7 +81,15 @@ pub async fn serve(listener: TcpListener, config: DashboardConfig) -> std::io::R
     let refresher = tokio::spawn(refresh(Arc::clone(&shared)));
     let _stop_refreshing = AbortOnDrop(refresher);
     loop {
-        let (tcp, _) = listener.accept().await?;
+        let tcp = match listener.accept().await {
+            Ok((tcp, _)) => tcp,
+            // Out of file descriptors, or a connection reset before it was accepted: the
+            // dashboard goes on (a pause, so that a lasting error does not spin).
+            Err(_) => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
         let shared = Arc::clone(&shared);
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |req: Request<Incoming>| {

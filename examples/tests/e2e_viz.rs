@@ -183,12 +183,12 @@ async fn stat_counts_what_was_sent_and_prometheus_gives_the_same_numbers() {
     let ms = |d: Duration| d.as_secs_f64() * 1e3;
     let p50 = api.p50_ms.expect("p50");
     assert!(
-        (5.0..=10.0).contains(&p50) && p50 >= ms(FAST) - 1.0,
+        (10.0..=25.0).contains(&p50) && p50 >= ms(FAST) - 2.0,
         "{p50}"
     );
     for p in [api.p95_ms, api.p99_ms] {
         let p = p.expect("percentile");
-        assert!((50.0..=100.0).contains(&p) && p >= ms(SLOW) - 10.0, "{p}");
+        assert!((100.0..=250.0).contains(&p) && p >= ms(SLOW) - 20.0, "{p}");
     }
 
     // By pod: both replicas served, and their rows add up.

@@ -62,7 +62,7 @@ fn main() -> ExitCode {
         println!("{source}: ok");
         return ExitCode::SUCCESS;
     }
-    let runtime = match tokio::runtime::Runtime::new() {
+    let runtime = match config.runtime.build() {
         Ok(runtime) => runtime,
         Err(e) => {
             eprintln!("mesh-proxy: cannot start the runtime: {e}");

@@ -37,6 +37,40 @@ pub struct Config {
     /// Graceful shutdown.
     #[serde(default)]
     pub shutdown: Shutdown,
+    /// The async runtime the proxy runs on.
+    #[serde(default)]
+    pub runtime: Runtime,
+}
+
+/// The async runtime: how many threads serve connections.
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Runtime {
+    /// Worker threads. 1 runs everything on the main thread (tokio's current-thread
+    /// scheduler: no work stealing, no wake-ups across threads, the cheapest per request for a
+    /// sidecar given one core); more runs a work-stealing pool of that many; 0 (the default)
+    /// one per core the process may use.
+    #[serde(default)]
+    pub workers: usize,
+}
+
+impl Runtime {
+    /// The runtime as configured.
+    pub fn build(&self) -> std::io::Result<tokio::runtime::Runtime> {
+        let workers = match self.workers {
+            0 => std::thread::available_parallelism().map_or(1, usize::from),
+            n => n,
+        };
+        if workers == 1 {
+            return tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build();
+        }
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(workers)
+            .enable_all()
+            .build()
+    }
 }
 
 /// The workload's labels.

@@ -61,6 +61,11 @@ impl<I: AsyncRead> AsyncRead for PrefixedIo<I> {
         let n = this.prefix.len().min(buf.remaining());
         buf.put_slice(&this.prefix[..n]);
         this.prefix.advance(n);
+        if this.prefix.is_empty() {
+            // An empty slice of the detection buffer would keep all of it (8 KiB by default)
+            // alive for as long as the connection lasts.
+            *this.prefix = Bytes::new();
+        }
         Poll::Ready(Ok(()))
     }
 }

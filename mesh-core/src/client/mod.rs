@@ -1,6 +1,7 @@
 //! Pooled HTTP clients for a proxy (feature `client`): [`DualClient`], one pool for HTTP/1 and
-//! one for HTTP/2 to the same destination, picked by each request's version; and
-//! [`FixedConnector`], which always dials one address (a local app).
+//! one for HTTP/2 to the same destination, picked by each request's version; [`Http1Pool`], its
+//! HTTP/1 pool, which serves each request in the caller's task; and [`FixedConnector`], which
+//! always dials one address (a local app).
 //!
 //! With [`OrigProtoUpgradeLayer`](crate::orig_proto::OrigProtoUpgradeLayer) in front, every
 //! request but an upgrade leaves as HTTP/2; with
@@ -16,13 +17,18 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::uri::{Authority, Scheme};
 use http::{Request, Response, Uri, Version};
-use hyper::body::Incoming;
+use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::Connect;
-use hyper_util::client::legacy::{Client, ResponseFuture};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::TcpStream;
 
 use crate::error::{BoxError, ConnectError};
+
+mod body;
+mod h1;
+
+pub use self::body::{ClientBody, DualFuture};
+pub use self::h1::{DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_IDLE, Http1Body, Http1Future, Http1Pool};
 
 /// Where a request's absolute URI (by which the pools are keyed) takes its authority from.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -35,8 +41,13 @@ pub enum UriAuthority {
 }
 
 /// Two pools to one destination: HTTP/2 (multiplexed) for requests whose version is HTTP/2,
-/// HTTP/1 for the rest (upgrades, and apps that speak only HTTP/1). A tower service, generic
+/// HTTP/1 for the rest (apps that speak only HTTP/1, and upgrades). A tower service, generic
 /// over the request body.
+///
+/// HTTP/2 connections run in tasks of their own (hyper-util's pooled client): many requests
+/// share one. Plain HTTP/1 requests go through an [`Http1Pool`], in the caller's task; an
+/// upgrade (`Upgrade` header or `CONNECT`) through hyper-util's HTTP/1 pool, which keeps the
+/// connection for the upgraded bytes.
 ///
 /// ```
 /// use http::uri::Authority;
@@ -51,17 +62,27 @@ pub enum UriAuthority {
 /// # })?;
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
-#[derive(Debug)]
-pub struct DualClient<C, B> {
-    h1: Client<C, B>,
+pub struct DualClient<C: tower::Service<Uri>, B> {
+    h1: Http1Pool<C, B>,
+    upgrades: Client<C, B>,
     h2: Client<C, B>,
     authority: UriAuthority,
 }
 
-impl<C: Clone, B> Clone for DualClient<C, B> {
+impl<C: tower::Service<Uri>, B> std::fmt::Debug for DualClient<C, B> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DualClient")
+            .field("h1", &self.h1)
+            .field("authority", &self.authority)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<C: tower::Service<Uri> + Clone, B> Clone for DualClient<C, B> {
     fn clone(&self) -> Self {
         Self {
             h1: self.h1.clone(),
+            upgrades: self.upgrades.clone(),
             h2: self.h2.clone(),
             authority: self.authority.clone(),
         }
@@ -70,7 +91,7 @@ impl<C: Clone, B> Clone for DualClient<C, B> {
 
 impl<C, B> DualClient<C, B>
 where
-    C: Connect + Clone + Send + Sync + 'static,
+    C: Connect + tower::Service<Uri> + Clone + Send + Sync + 'static,
     B: http_body::Body<Data = Bytes> + Send + Unpin + 'static,
     B::Error: Into<BoxError>,
 {
@@ -85,7 +106,8 @@ where
             b
         };
         Self {
-            h1: builder().build(h1),
+            h1: Http1Pool::new(h1.clone(), authority.clone()),
+            upgrades: builder().build(h1),
             // Pings find a dead peer on an idle or stuck connection (a silent network
             // partition sends no reset), so its requests fail over instead of hanging.
             h2: builder()
@@ -98,32 +120,42 @@ where
     }
 }
 
-impl<C, B> tower::Service<Request<B>> for DualClient<C, B>
+impl<C, T, B> tower::Service<Request<B>> for DualClient<C, B>
 where
-    C: Connect + Clone + Send + Sync + 'static,
+    C: Connect + tower::Service<Uri, Response = T> + Clone + Send + Sync + 'static,
+    <C as tower::Service<Uri>>::Error: Into<BoxError>,
+    <C as tower::Service<Uri>>::Future: Send,
+    T: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
     B: http_body::Body<Data = Bytes> + Send + Unpin + 'static,
     B::Error: Into<BoxError>,
 {
-    type Response = Response<Incoming>;
-    type Error = hyper_util::client::legacy::Error;
-    type Future = ResponseFuture;
+    type Response = Response<ClientBody<B>>;
+    type Error = BoxError;
+    type Future = DualFuture<B>;
 
     /// Always ready: the pools connect per request.
     fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         Poll::Ready(Ok(()))
     }
 
-    /// Sends `req` over HTTP/2 if that is its version, else over HTTP/1.1, with its URI made
-    /// absolute first.
-    fn call(&mut self, mut req: Request<B>) -> ResponseFuture {
-        absolute_uri(&mut req, &self.authority);
+    /// Sends `req` over HTTP/2 if that is its version, else over HTTP/1.1.
+    fn call(&mut self, mut req: Request<B>) -> Self::Future {
         if req.version() == Version::HTTP_2 {
-            self.h2.request(req)
-        } else {
-            *req.version_mut() = Version::HTTP_11;
-            self.h1.request(req)
+            absolute_uri(&mut req, &self.authority);
+            return DualFuture::shared(self.h2.request(req));
         }
+        if is_upgrade(&req) {
+            absolute_uri(&mut req, &self.authority);
+            *req.version_mut() = Version::HTTP_11;
+            return DualFuture::shared(self.upgrades.request(req));
+        }
+        DualFuture::pooled(tower::Service::call(&mut self.h1, req))
     }
+}
+
+/// Whether `req` asks for the connection after its response (a protocol upgrade or a tunnel).
+fn is_upgrade<B>(req: &Request<B>) -> bool {
+    req.method() == http::Method::CONNECT || req.headers().contains_key(http::header::UPGRADE)
 }
 
 /// Gives `req` an absolute URI (`http://authority/path`), as hyper-util's client wants.

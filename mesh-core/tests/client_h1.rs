@@ -210,3 +210,45 @@ async fn a_refused_connection_is_a_connect_error() {
         mesh_core::error::ErrorKind::Connect
     );
 }
+
+#[tokio::test]
+async fn a_connection_still_sending_a_body_the_server_answered_early_is_not_waited_for() {
+    use http_body_util::channel::Channel;
+    let (addr, accepted) = server().await;
+    let pool: Http1Pool<FixedConnector, Channel<Bytes, std::convert::Infallible>> = Http1Pool::new(
+        FixedConnector(addr),
+        UriAuthority::Fixed(Authority::from_static("app")),
+    );
+    // The server answers without reading the body, and the body never ends: the connection
+    // cannot carry another request until it does.
+    let (mut tx, body) = Channel::new(1);
+    tx.send_data(Bytes::from_static(b"part of a body"))
+        .await
+        .expect("first chunk");
+    let req = Request::builder()
+        .method("POST")
+        .uri("/early")
+        .body(body)
+        .expect("request");
+    let rsp = tokio::time::timeout(Duration::from_secs(10), pool.clone().oneshot(req))
+        .await
+        .expect("in time")
+        .expect("response");
+    let said = rsp.into_body().collect().await.expect("body").to_bytes();
+    assert_eq!(&said[..], b"POST /early host=app");
+    // The next request gets a connection that can take it, at once.
+    let (_tx, empty_body) = Channel::new(1);
+    drop(_tx);
+    let next = Request::builder()
+        .uri("/next")
+        .body(empty_body)
+        .expect("request");
+    let rsp = tokio::time::timeout(Duration::from_secs(5), pool.clone().oneshot(next))
+        .await
+        .expect("not stuck behind the unfinished body")
+        .expect("response");
+    let said = rsp.into_body().collect().await.expect("body").to_bytes();
+    assert_eq!(&said[..], b"GET /next host=app");
+    assert_eq!(accepted.load(Ordering::SeqCst), 2);
+    drop(tx);
+}

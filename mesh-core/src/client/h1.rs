@@ -282,14 +282,16 @@ where
         }
     }
 
-    /// Waits for a reused connection to take a request; false if it cannot.
+    /// Whether a reused connection takes a request now. An idle one does after one poll of
+    /// its connection; one that does not (still writing a request body the server answered
+    /// early, say) is not waited for: it may never be ready.
     async fn ready(&mut self) -> bool {
         poll_fn(|cx| {
             self.poll_conn(cx);
             if self.ended {
                 return Poll::Ready(false);
             }
-            self.sender.poll_ready(cx).map(|ready| ready.is_ok())
+            Poll::Ready(matches!(self.sender.poll_ready(cx), Poll::Ready(Ok(()))))
         })
         .await
     }

@@ -174,16 +174,19 @@ fn the_first_set_carries_identities_labels_and_unknown_services_are_not_found() 
             DestinationClient::new(control.plane().channel(None).expect("channel"));
         let deadline = Instant::now() + LIMIT;
         let set = loop {
-            let mut stream = destination
+            // Until mesh-control's watch has seen the new Service, it answers NOT_FOUND: when
+            // the stream is asked for, or as its first message.
+            let asked = destination
                 .get(GetDestination {
                     authority: format!("web.{ns}.svc.cluster.local:80"),
                     ..Default::default()
                 })
-                .await
-                .expect("known service")
-                .into_inner();
-            // Until mesh-control's watch has seen the new Service, it answers NOT_FOUND.
-            match stream.message().await {
+                .await;
+            let first = match asked {
+                Ok(stream) => stream.into_inner().message().await,
+                Err(status) => Err(status),
+            };
+            match first {
                 Ok(Some(set)) if !set.endpoints.is_empty() || Instant::now() > deadline => {
                     break set;
                 }

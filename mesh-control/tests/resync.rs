@@ -52,17 +52,23 @@ fn a_change_after_the_api_server_restarts_reaches_the_stream() {
             DestinationClient::new(control.plane().channel(None).expect("channel"));
         let started = Instant::now();
         let mut stream = loop {
-            let mut stream = destination
+            // Until mesh-control's watch has seen the new Service, it answers NOT_FOUND: when
+            // the stream is asked for, or as its first message.
+            let asked = destination
                 .get(GetDestination {
                     authority: format!("web.{ns}:80"),
                     ..Default::default()
                 })
-                .await
-                .expect("stream")
-                .into_inner();
-            // Until mesh-control's watch has seen the new Service, it answers NOT_FOUND.
-            match stream.message().await {
-                Ok(Some(first)) if first.endpoints.len() == 1 => break stream,
+                .await;
+            let first = match asked {
+                Ok(stream) => {
+                    let mut stream = stream.into_inner();
+                    stream.message().await.map(|first| (first, stream))
+                }
+                Err(status) => Err(status),
+            };
+            match first {
+                Ok((Some(first), stream)) if first.endpoints.len() == 1 => break stream,
                 Ok(_) => {}
                 Err(status) if status.code() == tonic::Code::NotFound => {}
                 Err(status) => panic!("stream: {status}"),

@@ -96,7 +96,9 @@ where
     B::Error: Into<BoxError>,
 {
     /// Pools over `h1` connections and `h2` connections (which may be the same connector, or
-    /// differ in what they offer in ALPN), keyed by `authority`.
+    /// differ in what they offer in ALPN); `authority` says where a request's authority comes
+    /// from. The HTTP/2 and upgrade pools are keyed by it; the HTTP/1 pool is one destination
+    /// (every connection `h1` dials is taken to reach the same place), as a `DualClient` is.
     pub fn new(h1: C, h2: C, authority: UriAuthority) -> Self {
         let builder = || {
             let mut b = Client::builder(TokioExecutor::new());

@@ -201,9 +201,9 @@ async fn concurrent_callers_get_connections_of_their_own_and_keep_them() {
 
 #[tokio::test]
 async fn a_refused_connection_is_a_connect_error() {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    drop(listener);
+    let addr = mesh_core::test_util::closed_port()
+        .await
+        .expect("a closed port");
     let err = pool(addr).oneshot(get("/")).await.expect_err("refused");
     assert_eq!(
         mesh_core::error::ErrorKind::of(err.as_ref()),

@@ -38,7 +38,7 @@ use hyper::rt::{Read, Write};
 use tokio::time::Instant;
 use tower::ServiceExt;
 
-use super::UriAuthority;
+use super::{UriAuthority, request_authority};
 use crate::error::BoxError;
 
 /// How long an idle connection is kept by default (as hyper-util's client does).
@@ -158,28 +158,16 @@ impl<B> std::fmt::Debug for Http1Future<B> {
 }
 
 /// Puts `req` in the form HTTP/1 sends: an origin-form URI, and a `Host` header when it has
-/// none (the URI's authority, else `from`'s). Returns the authority to dial: the URI's, else
-/// (with [`UriAuthority::FromRequest`]) the `Host` header's, else `from`'s.
+/// none. Returns the authority to dial (see [`request_authority`]), which is also the `Host`
+/// given to a request without one.
 fn origin_form<B>(req: &mut Request<B>, from: &UriAuthority) -> Authority {
-    let (from_host, fallback) = match from {
-        UriAuthority::FromRequest(fallback) => (true, fallback),
-        UriAuthority::Fixed(authority) => (false, authority),
-    };
-    let in_uri = req.uri().authority().cloned();
-    let dial = match (&in_uri, req.headers().get(HOST)) {
-        (Some(authority), _) => authority.clone(),
-        (None, Some(host)) if from_host => {
-            Authority::try_from(host.as_bytes()).unwrap_or_else(|_| fallback.clone())
-        }
-        _ => fallback.clone(),
-    };
+    let dial = request_authority(req, from);
     if !req.headers().contains_key(HOST) {
-        let host = in_uri.as_ref().unwrap_or(fallback);
-        if let Ok(value) = HeaderValue::from_str(host.as_str()) {
+        if let Ok(value) = HeaderValue::from_str(dial.as_str()) {
             req.headers_mut().insert(HOST, value);
         }
     }
-    if req.uri().scheme().is_some() || in_uri.is_some() {
+    if req.uri().scheme().is_some() || req.uri().authority().is_some() {
         let path = req
             .uri()
             .path_and_query()

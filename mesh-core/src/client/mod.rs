@@ -165,22 +165,7 @@ fn absolute_uri<B>(req: &mut Request<B>, from: &UriAuthority) {
     if req.uri().authority().is_some() && req.uri().scheme().is_some() {
         return;
     }
-    let (from_host, fallback) = match from {
-        UriAuthority::FromRequest(fallback) => (true, fallback),
-        UriAuthority::Fixed(authority) => (false, authority),
-    };
-    let authority = req
-        .uri()
-        .authority()
-        .cloned()
-        .or_else(|| {
-            let host = req
-                .headers()
-                .get(http::header::HOST)
-                .filter(|_| from_host)?;
-            Authority::try_from(host.as_bytes()).ok()
-        })
-        .unwrap_or_else(|| fallback.clone());
+    let authority = request_authority(req, from);
     let mut parts = req.uri().clone().into_parts();
     parts.scheme = Some(Scheme::HTTP);
     parts.authority = Some(authority);
@@ -190,6 +175,26 @@ fn absolute_uri<B>(req: &mut Request<B>, from: &UriAuthority) {
     if let Ok(uri) = Uri::from_parts(parts) {
         *req.uri_mut() = uri;
     }
+}
+
+/// The authority `req` is for: its URI's, else (with [`UriAuthority::FromRequest`]) its `Host`
+/// header's, else `from`'s own.
+fn request_authority<B>(req: &Request<B>, from: &UriAuthority) -> Authority {
+    let (from_host, fallback) = match from {
+        UriAuthority::FromRequest(fallback) => (true, fallback),
+        UriAuthority::Fixed(authority) => (false, authority),
+    };
+    req.uri()
+        .authority()
+        .cloned()
+        .or_else(|| {
+            let host = req
+                .headers()
+                .get(http::header::HOST)
+                .filter(|_| from_host)?;
+            Authority::try_from(host.as_bytes()).ok()
+        })
+        .unwrap_or_else(|| fallback.clone())
 }
 
 /// Dials one address whatever the URI says (the local app, from the inbound side), with

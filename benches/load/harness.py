@@ -38,15 +38,15 @@ DISTURB_PCT = float(os.environ.get("DISTURB_PCT", "5"))
 IDLE_WAIT = int(os.environ.get("IDLE_WAIT", "60"))
 IDLE_CONNS = int(os.environ.get("IDLE_CONNS", "1000"))
 HANDSHAKES = int(os.environ.get("HANDSHAKES", "300"))
-ROWS = os.environ.get("ROWS", "hop,pair,rate,memory,handshake").split(",")
-SERVER_CPU, LOAD_CPU = "0", "1"
+ROWS = os.environ.get("ROWS", "hop,pair,rate,scale,memory,handshake").split(",")
+SERVER_CPU, LOAD_CPU, ALL_CPUS = "0", "1", "0,1"
 TICK = os.sysconf("SC_CLK_TCK")
 
 PORTS = {
     "APP": 18080, "APP_H2": 18090,
     "NGINX_HOP_H1": 18081, "NGINX_HOP_H2": 18091,
     "HAPROXY_HOP_H1": 18082, "HAPROXY_HOP_H2": 18092,
-    "MESH_HOP_H1": 18083, "MESH_HOP_H2": 18093, "HYPER_HOP_H1": 18087,
+    "MESH_HOP_H1": 18083, "MESH_HOP_H2": 18093, "HYPER_HOP_H1": 18087, "MESH_HOP_2W": 18097,
     "NGINX_PAIR_H1": 18084, "NGINX_PAIR_H2": 18094, "NGINX_PAIR_IN": 18184,
     "HAPROXY_PAIR_H1": 18085, "HAPROXY_PAIR_H2": 18095, "HAPROXY_PAIR_IN": 18185,
     "MESH_PAIR_H1": 18086, "MESH_PAIR_H2": 18096,
@@ -66,9 +66,9 @@ class Procs:
         self.children = []
         self.by_target = {}
 
-    def start(self, target, argv, env=None):
+    def start(self, target, argv, env=None, cpus=SERVER_CPU):
         p = subprocess.Popen(
-            ["taskset", "-c", SERVER_CPU] + argv,
+            ["taskset", "-c", cpus] + argv,
             stdout=subprocess.DEVNULL,
             stderr=open(os.path.join(self.work, f"{target}.log"), "ab"),
             env=dict(os.environ, **(env or {})),
@@ -309,6 +309,11 @@ def start_all(procs, work):
         pair_out = render("mesh-pair-out.toml", work, {"PAIR": addr(f"MESH_PAIR_{v}"), "PAIR_IN": addr(f"MESH_PAIR_IN_{v}")},
                           f"mesh-pair-out-{version}.toml")
         p.start(f"mesh pair{suffix}", [mesh, "--config", pair_out], env)
+    # The scaling row's proxy: two workers, allowed on both cores (the load generator's too).
+    two = render("mesh-hop.toml", work, {"HOP": addr("MESH_HOP_2W"), "APP_FOR_HOP": addr("APP")}, "mesh-hop-2w.toml")
+    with open(two, "a") as f:
+        f.write("\n[runtime]\nworkers = 2\n")
+    p.start("mesh 2 workers", [mesh, "--config", two], env, cpus=ALL_CPUS)
     for name in PORTS:
         wait_for(PORTS[name], name)
 
@@ -336,6 +341,13 @@ def rows():
     if "pair" in ROWS:
         out += [("pair (mTLS between), HTTP/1.1, 64 conns", "h1-64", pair_h1),
                 ("pair, h2c clients, 16 x 4", "h2-16x4", pair_h2)]
+    if "scale" in ROWS:
+        # One worker on CPU 0 against two on both CPUs, the load generator on CPU 1 in both:
+        # on two cores the second worker shares its core with the load, so req/s cannot double;
+        # CPU per request shows whether a second worker costs anything (locks, cross-thread
+        # wake-ups) that would stop the proxy scaling on a machine with cores to spare.
+        out += [("workers: 1 (CPU 0) and 2 (CPUs 0-1), HTTP/1.1, 64 conns", "h1-64",
+                 [("mesh", "mesh", "MESH_HOP_H1"), ("mesh 2w", "mesh 2 workers", "MESH_HOP_2W")])]
     if "rate" in ROWS and "pair" in ROWS:
         out += [("pair at 2,000 req/s", "rate-2000", [("direct", None, "APP")] + pair_h1),
                 ("pair at 10,000 req/s", "rate-10000", [("direct", None, "APP")] + pair_h1)]
@@ -390,6 +402,9 @@ def table(results):
             ratio = ""
             if name == "mesh" and best_rps:
                 ratio = f"{s['rps'] / best_rps:.2f}x, {s['cpu_us'] / best_cpu:.2f}x"
+            elif name == "mesh 2w" and "mesh" in stats:
+                one = stats["mesh"]
+                ratio = f"vs 1 worker: {s['rps'] / one['rps']:.2f}x, {s['cpu_us'] / one['cpu_us']:.2f}x"
             cpu = "" if name == "direct" else f"{s['cpu_us']:.1f}{spread([x['cpu_us'] for x in runs])}"
             fmt = lambda v: "" if v is None else f"{v:.2f}"
             lines.append(f"| {r['row']} | {name} | {s['rps']:.0f}{spread([x['rps'] for x in runs])} | {cpu} "

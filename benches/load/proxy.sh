@@ -7,7 +7,7 @@
 #
 #   bash benches/load/proxy.sh                        # 10 s per run, medians of 3
 #   DURATION=5 REPS=5 bash benches/load/proxy.sh
-#   ROWS=hop,memory bash benches/load/proxy.sh        # some rows only (hop,pair,rate,memory,handshake)
+#   ROWS=hop,memory bash benches/load/proxy.sh        # some rows only (hop,pair,rate,scale,memory,handshake)
 #
 # The configurations of every target are in benches/load/conf/; benches/load/harness.py says
 # how runs are measured, interleaved and dropped when the machine was disturbed.

@@ -1,8 +1,9 @@
 //! `Http1Pool` (HTTP/1 in the caller's task) against real servers on loopback: connections
 //! are reused, a connection the server closed while idle is not a failure, a body dropped
 //! before its end takes its connection with it, an empty body never polled frees its
-//! connection, requests leave in origin form with a `Host`, and concurrent callers get
-//! connections of their own.
+//! connection, requests leave in origin form with a `Host`, concurrent callers get
+//! connections of their own, and idle connections are closed when they expire even if no
+//! request comes.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -172,6 +173,52 @@ async fn a_connection_the_server_closed_while_idle_is_not_a_failure() {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     assert_eq!(accepted.load(Ordering::SeqCst), 20);
+}
+
+#[tokio::test]
+async fn idle_connections_are_closed_when_they_expire_without_another_request() {
+    // A server counting the connections that ended (closed by the client: it never closes
+    // one itself).
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let closed = Arc::new(AtomicUsize::new(0));
+    let count = Arc::clone(&closed);
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let count = Arc::clone(&count);
+            let service = hyper::service::service_fn(|_: Request<Incoming>| async {
+                Ok::<_, std::convert::Infallible>(Response::new(Full::new(Bytes::from("ok"))))
+            });
+            tokio::spawn(async move {
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(tcp), service)
+                    .await;
+                count.fetch_add(1, Ordering::SeqCst);
+            });
+        }
+    });
+    let pool: Pool = Http1Pool::with_bounds(
+        FixedConnector(addr),
+        UriAuthority::Fixed(Authority::from_static("app")),
+        8,
+        Duration::from_millis(300),
+    );
+    // Three at once: three connections, all idle afterwards.
+    let (a, b, c) = tokio::join!(
+        text(&pool, get("/")),
+        text(&pool, get("/")),
+        text(&pool, get("/"))
+    );
+    assert_eq!([a, b, c], ["ok", "ok", "ok"]);
+    assert_eq!(pool.idle_count(), 3);
+    assert_eq!(closed.load(Ordering::SeqCst), 0);
+    // No request touches the pool from here on: only its own task can close them.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while closed.load(Ordering::SeqCst) < 3 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(pool.idle_count(), 0);
+    assert_eq!(closed.load(Ordering::SeqCst), 3);
 }
 
 #[tokio::test]

@@ -55,21 +55,22 @@ pub struct Runtime {
 }
 
 impl Runtime {
-    /// The runtime as configured.
-    pub fn build(&self) -> std::io::Result<tokio::runtime::Runtime> {
+    /// A builder for the runtime as configured, with every driver enabled (the binary adds its
+    /// own hooks, such as what a worker does before it parks, then builds it).
+    pub fn builder(&self) -> tokio::runtime::Builder {
         let workers = match self.workers {
             0 => std::thread::available_parallelism().map_or(1, usize::from),
             n => n,
         };
-        if workers == 1 {
-            return tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build();
-        }
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(workers)
-            .enable_all()
-            .build()
+        let mut builder = if workers == 1 {
+            tokio::runtime::Builder::new_current_thread()
+        } else {
+            let mut builder = tokio::runtime::Builder::new_multi_thread();
+            builder.worker_threads(workers);
+            builder
+        };
+        builder.enable_all();
+        builder
     }
 }
 

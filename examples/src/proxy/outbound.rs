@@ -261,7 +261,7 @@ pub(crate) async fn serve(listener: TcpListener, side: OutboundSide, mut drain: 
                         .await
                 }
                 (Protocol::Opaque, Some(balance)) => {
-                    forward(detected.io, balance, conn_drain).await
+                    Box::pin(forward(detected.io, balance, conn_drain)).await
                 }
                 (Protocol::Opaque, None) => {
                     tracing::info!(
@@ -297,6 +297,9 @@ pub(crate) async fn serve_tcp(
 /// Sends an opaque connection's bytes to the endpoint the balancer picks, over mTLS. The
 /// connection attempt is the pick's outcome: its latency feeds the load estimate, and a refused
 /// or failed handshake counts toward the endpoint's failure accrual.
+///
+/// A task that may serve HTTP instead boxes this future: it holds a TLS client handshake
+/// (about 4 KB) that every HTTP connection's task would otherwise carry too.
 pub(crate) async fn forward<I>(io: I, balance: TcpBalance, drain: DrainWatch)
 where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,

@@ -146,7 +146,7 @@ impl Redirected {
                 )
                 .await
             }
-            Protocol::Opaque => forward(detected.io, meshed.tcp, drain).await,
+            Protocol::Opaque => Box::pin(forward(detected.io, meshed.tcp, drain)).await,
         }
     }
 }

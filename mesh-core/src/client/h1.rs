@@ -16,14 +16,19 @@
 //!   dropped and the next one is tried, and a request that a reused connection refused before
 //!   writing it is sent again on another.
 //! - Idle connections are kept newest-first (the warmest is reused), at most `max_idle` of
-//!   them, each for at most `idle_timeout` (expired ones are dropped as the pool is used).
+//!   them, each for at most `idle_timeout`. Expired ones are dropped as the pool is used, and
+//!   by one task per pool (started by its first request, ended with the pool) that wakes when
+//!   the oldest expires: a proxy gone quiet after a burst closes the burst's connections
+//!   instead of keeping their sockets and buffers until traffic comes back. That task needs
+//!   tokio's time driver.
 //! - Upgrades (`Upgrade`, `CONNECT`) are not for this pool: they need the connection after
 //!   the response, which hyper-util's client gives (see [`DualClient`](super::DualClient)).
 
 use std::collections::VecDeque;
 use std::future::{Future, poll_fn};
 use std::pin::Pin;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
@@ -41,8 +46,11 @@ use tower::ServiceExt;
 use super::{UriAuthority, request_authority};
 use crate::error::BoxError;
 
-/// How long an idle connection is kept by default (as hyper-util's client does).
-pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
+/// How long an idle connection is kept by default. Shorter than hyper-util's 90 s: an idle
+/// HTTP/1 connection holds a socket and about 20 KB of buffers, and a new one to a local app or
+/// over a mesh link costs one connect (and handshake) when traffic comes back; 10 s spans the
+/// gaps in steady traffic, and a quiet proxy gives a burst's connections back within it.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How many idle connections are kept by default.
 pub const DEFAULT_MAX_IDLE: usize = 256;
@@ -95,6 +103,7 @@ impl<C, B> Http1Pool<C, B> {
                 conns: Mutex::new(VecDeque::new()),
                 max_idle,
                 idle_timeout,
+                reaping: AtomicBool::new(false),
             }),
         }
     }
@@ -125,7 +134,23 @@ where
 
     /// Sends `req` as HTTP/1.1 in origin form, with a `Host` header when it has none (see
     /// [`UriAuthority`]).
-    fn call(&mut self, mut req: Request<B>) -> Self::Future {
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        self.request(req)
+    }
+}
+
+impl<C, T, B> Http1Pool<C, B>
+where
+    C: tower::Service<Uri, Response = T> + Clone + Send + 'static,
+    C::Error: Into<BoxError>,
+    C::Future: Send,
+    T: Read + Write + Unpin + Send + 'static,
+    B: Body<Data = Bytes> + Send + Unpin + 'static,
+    B::Error: Into<BoxError>,
+{
+    /// [`call`](tower::Service::call) through a shared reference (nothing in the pool needs
+    /// `&mut`), for a client that shares its pool instead of cloning it.
+    pub(super) fn request(&self, mut req: Request<B>) -> Http1Future<B> {
         let authority = origin_form(&mut req, &self.authority);
         *req.version_mut() = http::Version::HTTP_11;
         Http1Future(Box::pin(send(
@@ -192,6 +217,7 @@ where
     B: Body<Data = Bytes> + Send + Unpin + 'static,
     B::Error: Into<BoxError>,
 {
+    Idle::start_reaping(&idle);
     let mut connector = Some(connector);
     loop {
         let (mut conn, reused) = match idle.checkout() {
@@ -369,6 +395,8 @@ struct Idle<B> {
     conns: Mutex<VecDeque<(Conn<B>, Instant)>>,
     max_idle: usize,
     idle_timeout: Duration,
+    /// Whether the task closing expired connections has been started.
+    reaping: AtomicBool,
 }
 
 impl<B> Idle<B> {
@@ -394,6 +422,39 @@ impl<B> Idle<B> {
         if conns.len() < self.max_idle {
             conns.push_back((conn, now));
         }
+    }
+
+    /// Starts the pool's task that closes expired idle connections, once (a relaxed load per
+    /// request after that). It holds the pool weakly: it ends at its first wake-up after the
+    /// pool is dropped. Outside a runtime there is none; connections then expire as the pool
+    /// is used.
+    fn start_reaping(idle: &Arc<Self>)
+    where
+        B: Send + 'static,
+    {
+        if idle.reaping.load(Relaxed) || idle.reaping.swap(true, Relaxed) {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let pool: Weak<Self> = Arc::downgrade(idle);
+        let mut next = Instant::now() + idle.idle_timeout;
+        runtime.spawn(async move {
+            loop {
+                tokio::time::sleep_until(next).await;
+                let Some(idle) = pool.upgrade() else { return };
+                next = idle.reap(Instant::now());
+            }
+        });
+    }
+
+    /// Closes the expired idle connections; says when the next one expires, or, with none
+    /// idle, one timeout from now.
+    fn reap(&self, now: Instant) -> Instant {
+        let mut conns = self.lock();
+        self.expire(&mut conns, now);
+        conns.front().map_or(now, |(_, since)| *since) + self.idle_timeout
     }
 
     fn expire(&self, conns: &mut VecDeque<(Conn<B>, Instant)>, now: Instant) {

@@ -11,6 +11,7 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -63,6 +64,14 @@ pub enum UriAuthority {
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub struct DualClient<C: tower::Service<Uri>, B> {
+    // Shared, not held inline: a service stack holding the client is cloned per connection and
+    // per request, and hyper-util's clients carry their whole configuration (about 800 bytes
+    // for the three pools); a clone is one reference count.
+    pools: Arc<Pools<C, B>>,
+}
+
+/// What every clone of a [`DualClient`] shares.
+struct Pools<C: tower::Service<Uri>, B> {
     h1: Http1Pool<C, B>,
     upgrades: Client<C, B>,
     h2: Client<C, B>,
@@ -72,19 +81,16 @@ pub struct DualClient<C: tower::Service<Uri>, B> {
 impl<C: tower::Service<Uri>, B> std::fmt::Debug for DualClient<C, B> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("DualClient")
-            .field("h1", &self.h1)
-            .field("authority", &self.authority)
+            .field("h1", &self.pools.h1)
+            .field("authority", &self.pools.authority)
             .finish_non_exhaustive()
     }
 }
 
-impl<C: tower::Service<Uri> + Clone, B> Clone for DualClient<C, B> {
+impl<C: tower::Service<Uri>, B> Clone for DualClient<C, B> {
     fn clone(&self) -> Self {
         Self {
-            h1: self.h1.clone(),
-            upgrades: self.upgrades.clone(),
-            h2: self.h2.clone(),
-            authority: self.authority.clone(),
+            pools: Arc::clone(&self.pools),
         }
     }
 }
@@ -107,7 +113,7 @@ where
                 .pool_idle_timeout(Duration::from_secs(90));
             b
         };
-        Self {
+        let pools = Pools {
             h1: Http1Pool::new(h1.clone(), authority.clone()),
             upgrades: builder().build(h1),
             // Pings find a dead peer on an idle or stuck connection (a silent network
@@ -118,6 +124,9 @@ where
                 .http2_keep_alive_timeout(Duration::from_secs(20))
                 .build(h2),
             authority,
+        };
+        Self {
+            pools: Arc::new(pools),
         }
     }
 }
@@ -142,16 +151,17 @@ where
 
     /// Sends `req` over HTTP/2 if that is its version, else over HTTP/1.1.
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
+        let pools = &*self.pools;
         if req.version() == Version::HTTP_2 {
-            absolute_uri(&mut req, &self.authority);
-            return DualFuture::shared(self.h2.request(req));
+            absolute_uri(&mut req, &pools.authority);
+            return DualFuture::shared(pools.h2.request(req));
         }
         if is_upgrade(&req) {
-            absolute_uri(&mut req, &self.authority);
+            absolute_uri(&mut req, &pools.authority);
             *req.version_mut() = Version::HTTP_11;
-            return DualFuture::shared(self.upgrades.request(req));
+            return DualFuture::shared(pools.upgrades.request(req));
         }
-        DualFuture::pooled(tower::Service::call(&mut self.h1, req))
+        DualFuture::pooled(pools.h1.request(req))
     }
 }
 

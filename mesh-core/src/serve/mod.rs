@@ -210,13 +210,17 @@ where
     async move {
         let activity = Activity::new();
         let service = Track::new(service, Arc::clone(&activity));
+        // Each version's connection is boxed, on its own: a future holds room for every state
+        // it can be in, and hyper's HTTP/2 server is several kilobytes an HTTP/1 connection
+        // would otherwise carry (as would the task of whoever awaits this). One allocation
+        // per connection, sized to what the connection is.
         if version == Version::HTTP_2 {
             let guard = FloodGuard::new(&config.flood, Arc::clone(&config.stats));
             let io = ReadWatch::new(io, guard);
-            drive(io, true, service, drain, &config, &activity).await;
+            Box::pin(drive_http2(io, service, drain, config, activity)).await;
         } else {
             let io = ReadWatch::new(io, HeadStart(Arc::clone(&activity)));
-            drive(io, false, service, drain, &config, &activity).await;
+            Box::pin(drive_http1(io, service, drain, config, activity)).await;
         }
     }
 }
@@ -253,17 +257,16 @@ where
     }
 }
 
-/// Runs the connection until it ends, drains, or breaks a deadline. Each version has its own
-/// hyper server: hyper-util's `auto` server would take an HTTP/2 preface on an HTTP/1
+/// Runs an HTTP/2 connection until it ends, drains, or breaks a deadline. Each version has its
+/// own hyper server: hyper-util's `auto` server would take an HTTP/2 preface on an HTTP/1
 /// connection (`http1_only` does nothing with upgrades), which would let a client reach HTTP/2
 /// past the flood guard (found by the `request_path` fuzz target).
-async fn drive<I, S, B>(
+async fn drive_http2<I, S, B>(
     io: I,
-    http2: bool,
     service: S,
     drain: DrainWatch,
-    config: &ServeConfig,
-    activity: &Activity,
+    config: ServeConfig,
+    activity: Arc<Activity>,
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     S: tower::Service<Request<Incoming>, Response = Response<B>, Error = Infallible>
@@ -275,27 +278,48 @@ async fn drive<I, S, B>(
     B::Data: Send,
     B::Error: Into<BoxError>,
 {
-    let service = hyper_util::service::TowerToHyperService::new(service);
-    let io = TokioIo::new(io);
-    if http2 {
-        let conn = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
-            .timer(TokioTimer::new())
-            .max_header_list_size(MAX_HEADERS as u32)
-            .max_concurrent_streams(config.max_concurrent_streams)
-            .max_pending_accept_reset_streams(config.max_pending_accept_reset_streams)
-            .serve_connection(io, service);
-        run(conn, true, drain, config, activity).await;
-    } else {
-        let conn = hyper::server::conn::http1::Builder::new()
-            .timer(TokioTimer::new())
-            // The head deadline is kept here (see `activity`): hyper's would close idle
-            // keep-alive connections too.
-            .header_read_timeout(None)
-            .max_buf_size(MAX_HEADERS)
-            .serve_connection(io, service)
-            .with_upgrades();
-        run(conn, false, drain, config, activity).await;
-    }
+    let conn = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+        .timer(TokioTimer::new())
+        .max_header_list_size(MAX_HEADERS as u32)
+        .max_concurrent_streams(config.max_concurrent_streams)
+        .max_pending_accept_reset_streams(config.max_pending_accept_reset_streams)
+        .serve_connection(
+            TokioIo::new(io),
+            hyper_util::service::TowerToHyperService::new(service),
+        );
+    run(conn, true, drain, &config, &activity).await;
+}
+
+/// Runs an HTTP/1.1 connection (with upgrades) until it ends, drains, or breaks a deadline.
+async fn drive_http1<I, S, B>(
+    io: I,
+    service: S,
+    drain: DrainWatch,
+    config: ServeConfig,
+    activity: Arc<Activity>,
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    S: tower::Service<Request<Incoming>, Response = Response<B>, Error = Infallible>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+    B: http_body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
+{
+    let conn = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        // The head deadline is kept here (see `activity`): hyper's would close idle
+        // keep-alive connections too.
+        .header_read_timeout(None)
+        .max_buf_size(MAX_HEADERS)
+        .serve_connection(
+            TokioIo::new(io),
+            hyper_util::service::TowerToHyperService::new(service),
+        )
+        .with_upgrades();
+    run(conn, false, drain, &config, &activity).await;
 }
 
 async fn run<C: Graceful>(

@@ -2,7 +2,9 @@
 //! the bare service and with tower's own timeout.
 //!
 //! Each iteration is one whole request: `ready`, `call`, await the response, then read the
-//! response body to its end (so body wrappers are paid for too), and drop everything.
+//! response body to its end (so body wrappers are paid for too), and drop everything. Also
+//! (`resend_head`) what `DualClient` pays per bodiless HTTP/2 request to be able to send it
+//! again when refused: a boxed copy of a typical head, made and dropped.
 //!
 //! Run: `cargo bench -p benches --bench core_layers`.
 
@@ -108,5 +110,35 @@ fn classify(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, timeout, classify);
+/// The copy `DualClient` keeps of a bodiless HTTP/2 request's head (method, URI, version,
+/// headers; boxed), for a head as a browser or gRPC client sends it through the mesh.
+fn resend_head(c: &mut Criterion) {
+    let req = Request::get("http://web.test.svc.cluster.local:8080/api/v1/items?page=2")
+        .version(http::Version::HTTP_2)
+        .header("user-agent", "Mozilla/5.0 (X11; Linux x86_64) Chrome/156.0")
+        .header("accept", "application/json")
+        .header("accept-encoding", "gzip, br")
+        .header("x-request-id", "0f8fad5b-d9cb-469f-a165-70867728950e")
+        .header(
+            "traceparent",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+        )
+        .header("l5d-dst-canonical", "web.test.svc.cluster.local:8080")
+        .body(())
+        .expect("request");
+    let mut group = c.benchmark_group("resend_head");
+    group.bench_function("clone_boxed", |b| {
+        b.iter(|| {
+            let mut head = Request::new(());
+            *head.method_mut() = req.method().clone();
+            *head.uri_mut() = req.uri().clone();
+            *head.version_mut() = req.version();
+            *head.headers_mut() = req.headers().clone();
+            std::hint::black_box(Box::new(head))
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, timeout, classify, resend_head);
 criterion_main!(benches);

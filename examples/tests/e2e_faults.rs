@@ -3,7 +3,8 @@
 //! gRPC call over HTTP/2), or stops reading a large request body. The client gets a clear
 //! 502/504 (gRPC DEADLINE_EXCEEDED) or a broken body (never a short body passed off as whole), the proxies go on serving, failure accrual sees the
 //! failures, and afterwards the proxies' open connections, tasks and file descriptors are back
-//! where they were.
+//! where they were. And an HTTP/2 app that turns requests away unprocessed (`REFUSED_STREAM`,
+//! `GOAWAY`) is asked again rather than its refusal passed on as a failure.
 
 mod support;
 
@@ -14,7 +15,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::BodyExt;
-use mesh_core::test_util::{HttpVersion, TestClient};
+use mesh_core::test_util::{H2Act, HttpVersion, REFUSED_STREAM, RefusingH2Server, TestClient};
 use support::{Mesh, ProxyProcess, admin_get, sample, spawn_pair};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -235,4 +236,68 @@ async fn upstream_faults_get_clear_answers_nothing_leaks_and_others_are_served()
         server_before,
         footprint(&server).await
     );
+}
+
+/// What an HTTP/2 request through `outbound` got: its status and `mesh-error` header.
+async fn send_h2(outbound: SocketAddr, method: &str, body: Bytes) -> (u16, Option<String>) {
+    let mut client = TestClient::connect(outbound, HttpVersion::Http2)
+        .await
+        .expect("connect");
+    let req = http::Request::builder()
+        .method(method)
+        .uri("http://web/")
+        .version(http::Version::HTTP_2)
+        .body(mesh_core::test_util::full(body))
+        .expect("request");
+    let rsp = tokio::time::timeout(Duration::from_secs(10), client.send(req))
+        .await
+        .expect("an answer in time")
+        .expect("a response head");
+    let error = rsp
+        .headers()
+        .get("mesh-error")
+        .and_then(|v| v.to_str().ok());
+    (rsp.status().as_u16(), error.map(str::to_owned))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http2_app_refusing_requests_unprocessed_is_asked_again() {
+    let mesh = Mesh::new("refused");
+    // Each request is refused once (a reset, a GOAWAY that closes, a GOAWAY that keeps the
+    // connection for older streams), then answered; then a request with a body is refused.
+    let plan = vec![
+        H2Act::Reset(REFUSED_STREAM),
+        H2Act::Answer,
+        H2Act::GoAway,
+        H2Act::Answer,
+        H2Act::GoAwayOpen,
+        H2Act::Answer,
+        H2Act::Reset(REFUSED_STREAM),
+        H2Act::Answer,
+    ];
+    let app = RefusingH2Server::start(plan).await.expect("app");
+    let (_server, client) = pair(&mesh, app.addr()).await;
+    let outbound = client.outbound.expect("outbound");
+
+    for round in 0..3 {
+        assert_eq!(
+            send_h2(outbound, "GET", Bytes::new()).await,
+            (200, None),
+            "round {round}"
+        );
+    }
+    let seen = app.seen();
+    assert_eq!(seen.len(), 6, "each refused once, then answered: {seen:?}");
+    // After a GOAWAY, the request came again on a new connection.
+    assert_ne!(seen[2].conn, seen[3].conn);
+    assert_ne!(seen[4].conn, seen[5].conn);
+
+    // The app took nothing of it, but hyper took the body: the client is told so (503,
+    // `refused`), and the request is not sent twice behind its back.
+    let body = Bytes::from_static(b"an order");
+    assert_eq!(
+        send_h2(outbound, "POST", body).await,
+        (503, Some("refused".to_owned()))
+    );
+    assert_eq!(app.seen().len(), 7);
 }

@@ -1,5 +1,6 @@
 //! What [`DualClient`](super::DualClient) answers with: a response future and a body that are
-//! either its [`Http1Pool`](super::Http1Pool)'s or hyper-util's (HTTP/2 and upgrades).
+//! either its [`Http1Pool`](super::Http1Pool)'s or hyper-util's (HTTP/2, sent again when
+//! refused, and upgrades).
 
 use std::future::Future;
 use std::pin::Pin;
@@ -13,6 +14,7 @@ use hyper_util::client::legacy::ResponseFuture;
 use pin_project::pin_project;
 
 use super::h1::{Http1Body, Http1Future};
+use super::h2::H2Future;
 use crate::error::BoxError;
 
 /// The response future of [`DualClient`](super::DualClient).
@@ -22,12 +24,17 @@ pub struct DualFuture<B>(#[pin] Inner<B>);
 #[pin_project(project = InnerProj)]
 enum Inner<B> {
     Pooled(#[pin] Http1Future<B>),
+    H2(#[pin] H2Future<B>),
     Shared(#[pin] ResponseFuture),
 }
 
 impl<B> DualFuture<B> {
     pub(super) fn pooled(future: Http1Future<B>) -> Self {
         Self(Inner::Pooled(future))
+    }
+
+    pub(super) fn h2(future: H2Future<B>) -> Self {
+        Self(Inner::H2(future))
     }
 
     pub(super) fn shared(future: ResponseFuture) -> Self {
@@ -39,6 +46,7 @@ impl<B> std::fmt::Debug for DualFuture<B> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self.0 {
             Inner::Pooled(_) => "DualFuture::Pooled",
+            Inner::H2(_) => "DualFuture::H2",
             Inner::Shared(_) => "DualFuture::Shared",
         })
     }
@@ -50,6 +58,7 @@ impl<B> Future for DualFuture<B> {
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         Poll::Ready(match self.project().0.project() {
             InnerProj::Pooled(f) => ready!(f.poll(cx)).map(|rsp| rsp.map(ClientBody::Pooled)),
+            InnerProj::H2(f) => ready!(f.poll(cx)).map(|rsp| rsp.map(ClientBody::Shared)),
             InnerProj::Shared(f) => ready!(f.poll(cx))
                 .map(|rsp| rsp.map(ClientBody::Shared))
                 .map_err(Into::into),

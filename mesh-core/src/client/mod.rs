@@ -23,10 +23,12 @@ use hyper_util::client::legacy::connect::Connect;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::TcpStream;
 
+use self::h2::{H2Body, H2Future, SendH2};
 use crate::error::{BoxError, ConnectError};
 
 mod body;
 mod h1;
+mod h2;
 
 pub use self::body::{ClientBody, DualFuture};
 pub use self::h1::{DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_IDLE, Http1Body, Http1Future, Http1Pool};
@@ -46,7 +48,9 @@ pub enum UriAuthority {
 /// over the request body.
 ///
 /// HTTP/2 connections run in tasks of their own (hyper-util's pooled client): many requests
-/// share one. Plain HTTP/1 requests go through an [`Http1Pool`], in the caller's task; an
+/// share one. A request without a body that the server refused unprocessed (`REFUSED_STREAM`,
+/// or above a `GOAWAY`'s last stream) is sent once more; otherwise a refusal is a
+/// [`RefusedError`](crate::error::RefusedError). Plain HTTP/1 requests go through an [`Http1Pool`], in the caller's task; an
 /// upgrade (`Upgrade` header or `CONNECT`) through hyper-util's HTTP/1 pool, which keeps the
 /// connection for the upgraded bytes.
 ///
@@ -74,7 +78,7 @@ pub struct DualClient<C: tower::Service<Uri>, B> {
 struct Pools<C: tower::Service<Uri>, B> {
     h1: Http1Pool<C, B>,
     upgrades: Client<C, B>,
-    h2: Client<C, B>,
+    h2: Client<C, H2Body<B>>,
     authority: UriAuthority,
 }
 
@@ -154,7 +158,7 @@ where
         let pools = &*self.pools;
         if req.version() == Version::HTTP_2 {
             absolute_uri(&mut req, &pools.authority);
-            return DualFuture::shared(pools.h2.request(req));
+            return DualFuture::h2(H2Future::send(&self.pools, req));
         }
         if is_upgrade(&req) {
             absolute_uri(&mut req, &pools.authority);
@@ -162,6 +166,17 @@ where
             return DualFuture::shared(pools.upgrades.request(req));
         }
         DualFuture::pooled(pools.h1.request(req))
+    }
+}
+
+impl<C, B> SendH2<B> for Pools<C, B>
+where
+    C: Connect + tower::Service<Uri> + Clone + Send + Sync + 'static,
+    B: http_body::Body<Data = Bytes> + Send + Unpin + 'static,
+    B::Error: Into<BoxError>,
+{
+    fn send(&self, req: Request<H2Body<B>>) -> hyper_util::client::legacy::ResponseFuture {
+        self.h2.request(req)
     }
 }
 

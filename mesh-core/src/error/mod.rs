@@ -34,6 +34,10 @@ pub enum ErrorKind {
     Timeout,
     /// No service is configured for the request's authority (HTTP 404, gRPC UNIMPLEMENTED).
     NoRoute,
+    /// The server refused the request before processing any of it (an HTTP/2 stream reset
+    /// with `REFUSED_STREAM`, or above a `GOAWAY`'s last stream): safe to send again whatever
+    /// its method (HTTP 503, gRPC UNAVAILABLE).
+    Refused,
     /// Anything else, such as a connection reset mid-request (HTTP 502, gRPC UNAVAILABLE).
     Other,
 }
@@ -41,7 +45,8 @@ pub enum ErrorKind {
 impl ErrorKind {
     /// Classifies an error by walking its chain of sources for a known error type.
     ///
-    /// Recognised: this crate's [`ConnectError`], [`UnavailableError`] and [`TimeoutError`];
+    /// Recognised: this crate's [`ConnectError`], [`UnavailableError`], [`RefusedError`] and
+    /// [`TimeoutError`];
     /// tower's `Elapsed` (timeout) and `Overloaded` (load shed); and `std::io::Error`s of kind
     /// `ConnectionRefused` (connect) and `TimedOut` (timeout). The first match from the outside
     /// in wins.
@@ -66,6 +71,9 @@ impl ErrorKind {
         if err.is::<crate::route::NoRouteError>() {
             return Some(Self::NoRoute);
         }
+        if err.is::<RefusedError>() {
+            return Some(Self::Refused);
+        }
         if err.is::<UnavailableError>() || err.is::<tower::load_shed::error::Overloaded>() {
             return Some(Self::Unavailable);
         }
@@ -76,14 +84,15 @@ impl ErrorKind {
         }
     }
 
-    /// A short lower-case name (`connect`, `unavailable`, `timeout`, `no-route`, `other`), e.g.
-    /// for labels.
+    /// A short lower-case name (`connect`, `unavailable`, `timeout`, `no-route`, `refused`,
+    /// `other`), e.g. for labels.
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Connect => "connect",
             Self::Unavailable => "unavailable",
             Self::Timeout => "timeout",
             Self::NoRoute => "no-route",
+            Self::Refused => "refused",
             Self::Other => "other",
         }
     }
@@ -116,6 +125,26 @@ impl ConnectError {
     /// The address that could not be reached.
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+}
+
+/// The server refused a request before processing any of it, as HTTP/2 lets a server say
+/// (RFC 9113 §8.7): it reset the stream with `REFUSED_STREAM`, or sent `GOAWAY` with a last
+/// stream below it. Nothing of the request took effect, so it may be sent again, on another
+/// connection, whatever its method.
+#[derive(Debug, thiserror::Error)]
+#[error("the server refused the request unprocessed")]
+pub struct RefusedError {
+    #[source]
+    source: BoxError,
+}
+
+impl RefusedError {
+    /// A refusal, with the protocol error that said so.
+    pub fn new(source: impl Into<BoxError>) -> Self {
+        Self {
+            source: source.into(),
+        }
     }
 }
 
@@ -197,6 +226,10 @@ mod tests {
         assert_eq!(ErrorKind::of(&shed), ErrorKind::Unavailable);
         let overloaded = Wrapper(Box::new(tower::load_shed::error::Overloaded::new()));
         assert_eq!(ErrorKind::of(&overloaded), ErrorKind::Unavailable);
+
+        let refused = Wrapper(Box::new(RefusedError::new("stream refused")));
+        assert_eq!(ErrorKind::of(&refused), ErrorKind::Refused);
+        assert_eq!(ErrorKind::Refused.as_str(), "refused");
 
         let io_timeout = io::Error::from(io::ErrorKind::TimedOut);
         assert_eq!(ErrorKind::of(&io_timeout), ErrorKind::Timeout);

@@ -11,7 +11,7 @@ use super::ErrorKind;
 use crate::grpc::{self, GrpcCode};
 
 /// The header that marks a response as produced by the mesh rather than by the application,
-/// holding the [`ErrorKind`] (`connect`, `unavailable`, `timeout`, `no-route` or `other`).
+/// holding the [`ErrorKind`] (`connect`, `unavailable`, `timeout`, `no-route`, `refused` or `other`).
 pub const MESH_ERROR: HeaderName = HeaderName::from_static("mesh-error");
 
 /// How much of an error's message goes into a response.
@@ -23,6 +23,7 @@ const MAX_MESSAGE: usize = 1024;
 /// |---|---|---|
 /// | [`ErrorKind::Connect`] | 502 | UNAVAILABLE |
 /// | [`ErrorKind::Unavailable`] | 503 | UNAVAILABLE |
+/// | [`ErrorKind::Refused`] | 503 | UNAVAILABLE |
 /// | [`ErrorKind::Timeout`] | 504 | DEADLINE_EXCEEDED |
 /// | [`ErrorKind::NoRoute`] | 404 (400 for an absolute-form HTTP/1 target) | UNIMPLEMENTED |
 /// | [`ErrorKind::Other`] | 502 | UNAVAILABLE |
@@ -57,7 +58,8 @@ pub fn error_response<B: From<Bytes>>(err: &(dyn Error + 'static), grpc: bool) -
     }
     let mut rsp = Response::new(B::from(Bytes::new()));
     *rsp.status_mut() = match kind {
-        ErrorKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+        // Refused: the server asked for the request to come again, not that it failed.
+        ErrorKind::Unavailable | ErrorKind::Refused => StatusCode::SERVICE_UNAVAILABLE,
         ErrorKind::Timeout => StatusCode::GATEWAY_TIMEOUT,
         ErrorKind::NoRoute if forward_proxy_request(err) => StatusCode::BAD_REQUEST,
         ErrorKind::NoRoute => StatusCode::NOT_FOUND,

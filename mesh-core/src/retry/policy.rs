@@ -14,7 +14,8 @@ use crate::random::{Random, ThreadRandom};
 /// Which requests and outcomes are retried.
 ///
 /// Defaults: up to 3 tries in all; only idempotent methods (GET, HEAD, OPTIONS, TRACE, PUT,
-/// DELETE); retry on connect errors, per-try timeouts (not on other transport errors unless
+/// DELETE); retry on connect errors, refusals ([`ErrorKind::Refused`], always: the server did
+/// nothing with the request), per-try timeouts (not on other transport errors unless
 /// [`RetryPolicy::retry_resets`]), HTTP 502/503/504 and gRPC UNAVAILABLE;
 /// request bodies replayable up to 64 KiB; backoff from 25 ms up to 1 s with full jitter; no
 /// per-try timeout.
@@ -142,6 +143,7 @@ impl RetryPolicy {
             Class::Failure(FailureReason::Status(status)) => self.statuses.contains(&status),
             Class::Failure(FailureReason::Grpc(code)) => self.grpc_codes.contains(code),
             Class::Failure(FailureReason::Error(ErrorKind::Connect)) => self.connect_errors,
+            Class::Failure(FailureReason::Error(ErrorKind::Refused)) => true,
             Class::Failure(FailureReason::Error(ErrorKind::Timeout)) => self.timeouts,
             Class::Failure(FailureReason::Error(ErrorKind::Other)) => self.resets,
             Class::Failure(_) => false,
@@ -289,6 +291,9 @@ mod tests {
         assert!(p.is_retryable(fail(FailureReason::Grpc(GrpcCode::UNAVAILABLE))));
         assert!(!p.is_retryable(fail(FailureReason::Grpc(GrpcCode::INTERNAL))));
         assert!(p.is_retryable(fail(FailureReason::Error(ErrorKind::Connect))));
+        let strict = p.clone().retry_connect_errors(false).retry_timeouts(false);
+        assert!(strict.is_retryable(fail(FailureReason::Error(ErrorKind::Refused))));
+        assert!(!strict.is_retryable(fail(FailureReason::Error(ErrorKind::Connect))));
         assert!(p.is_retryable(fail(FailureReason::Error(ErrorKind::Timeout))));
         assert!(!p.is_retryable(fail(FailureReason::Error(ErrorKind::Other))));
         let resets = p.clone().retry_resets(true);

@@ -1,5 +1,6 @@
 //! Test fixtures shared by the mesh crates (feature `test-util`): real hyper servers and clients
-//! on 127.0.0.1, bodies that stream, stall or carry trailers, and child processes that cannot
+//! on 127.0.0.1, a raw HTTP/2 server that refuses requests ([`RefusingH2Server`]), bodies that
+//! stream, stall or carry trailers, and child processes that cannot
 //! outlive the test ([`Supervised`], for the fixtures' etcd, kube-apiserver and SPIRE).
 //!
 //! Not for production use: errors are reported, but the helpers favour brevity.
@@ -26,8 +27,10 @@ use tokio::task::JoinHandle;
 use crate::error::BoxError;
 
 mod process;
+mod refusing_h2;
 
 pub use self::process::{Supervised, free_port};
+pub use self::refusing_h2::{H2Act, INTERNAL_ERROR, REFUSED_STREAM, RefusingH2Server, SeenRequest};
 
 /// The body type of test requests and responses.
 pub type TestBody = BoxBody<Bytes, BoxError>;

@@ -7,8 +7,9 @@
 //! maximum connection age). That race is routine between long-lived connections, and hyper
 //! hands the error to the caller. Here a request without a body is sent again, once, on the
 //! pool's next connection; one with a body (hyper has taken it) fails with a
-//! [`RefusedError`], which a [`RetryLayer`](crate::retry::RetryLayer) that recorded the body
-//! retries whatever the method.
+//! [`RefusedError`] ([`ErrorKind::Refused`](crate::ErrorKind::Refused)), which a
+//! [`RetryLayer`](crate::retry::RetryLayer) that recorded the body retries (for the methods its
+//! policy allows).
 //!
 //! The price: a request without a body keeps a copy of its head (URI, headers), boxed, until
 //! its response head arrives, as hyper takes the request whole.

@@ -46,20 +46,14 @@ async fn a_refused_stream_is_sent_again() {
 
 #[tokio::test]
 async fn a_request_above_a_goaway_is_sent_again_on_a_new_connection() {
-    let server = server(vec![H2Act::GoAway, H2Act::Answer]).await;
-    assert_eq!(send(&server, empty()).await, Ok(200));
-    let seen = server.seen();
-    assert_eq!(seen.len(), 2, "{seen:?}");
-    assert_ne!(seen[0].conn, seen[1].conn);
-}
-
-#[tokio::test]
-async fn a_request_above_a_graceful_goaway_is_sent_again_on_a_new_connection() {
-    let server = server(vec![H2Act::GoAwayOpen, H2Act::Answer]).await;
-    assert_eq!(send(&server, empty()).await, Ok(200));
-    let seen = server.seen();
-    assert_eq!(seen.len(), 2, "{seen:?}");
-    assert_ne!(seen[0].conn, seen[1].conn);
+    // A GOAWAY that closes the connection, and one that keeps it for older streams.
+    for goaway in [H2Act::GoAway, H2Act::GoAwayOpen] {
+        let server = server(vec![goaway, H2Act::Answer]).await;
+        assert_eq!(send(&server, empty()).await, Ok(200), "{goaway:?}");
+        let seen = server.seen();
+        assert_eq!(seen.len(), 2, "{goaway:?}: {seen:?}");
+        assert_ne!(seen[0].conn, seen[1].conn, "{goaway:?}");
+    }
 }
 
 #[tokio::test]

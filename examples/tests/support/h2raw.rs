@@ -25,15 +25,8 @@ pub const END_HEADERS: u8 = 0x4;
 pub const REFUSED_STREAM: u32 = 0x7;
 pub const CANCEL: u32 = 0x8;
 
-/// One frame as bytes.
-pub fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
-    let len = u32::try_from(payload.len()).expect("small frame");
-    let mut out = len.to_be_bytes()[1..].to_vec();
-    out.extend([kind, flags]);
-    out.extend(stream.to_be_bytes());
-    out.extend_from_slice(payload);
-    out
-}
+/// One frame as bytes (mesh-core's test fixture, under the name these tests use).
+pub use mesh_core::test_util::h2_frame as frame;
 
 /// An HPACK integer with an `n`-bit prefix whose other bits are `first`.
 fn int(out: &mut Vec<u8>, first: u8, n: u32, mut v: usize) {

@@ -30,7 +30,9 @@ mod process;
 mod refusing_h2;
 
 pub use self::process::{Supervised, free_port};
-pub use self::refusing_h2::{H2Act, INTERNAL_ERROR, REFUSED_STREAM, RefusingH2Server, SeenRequest};
+pub use self::refusing_h2::{
+    H2Act, INTERNAL_ERROR, REFUSED_STREAM, RefusingH2Server, SeenRequest, h2_frame,
+};
 
 /// The body type of test requests and responses.
 pub type TestBody = BoxBody<Bytes, BoxError>;

@@ -106,9 +106,10 @@ fn record(seen: &Mutex<Vec<SeenRequest>>, plan: &[H2Act], request: SeenRequest) 
     Some(act)
 }
 
-fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
-    // Payloads here are a few bytes, or a PING's 8: the length fits in 24 bits.
-    let len = payload.len() as u32;
+/// One HTTP/2 frame as bytes: a 9-byte header (`payload`'s length, `kind`, `flags`, `stream`)
+/// and the payload, which must be under 16 MiB. For tests that write raw frames.
+pub fn h2_frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+    let len = u32::try_from(payload.len()).unwrap_or(u32::MAX);
     let mut out = len.to_be_bytes()[1..].to_vec();
     out.extend([kind, flags]);
     out.extend(stream.to_be_bytes());
@@ -129,7 +130,7 @@ async fn serve(
     if tcp.read_exact(&mut preface).await.is_err() {
         return;
     }
-    if tcp.write_all(&frame(SETTINGS, 0, 0, &[])).await.is_err() {
+    if tcp.write_all(&h2_frame(SETTINGS, 0, 0, &[])).await.is_err() {
         return;
     }
     loop {
@@ -145,8 +146,8 @@ async fn serve(
             return;
         }
         let reply = match kind {
-            SETTINGS if flags & ACK == 0 => frame(SETTINGS, ACK, 0, &[]),
-            PING if flags & ACK == 0 => frame(PING, ACK, 0, &payload),
+            SETTINGS if flags & ACK == 0 => h2_frame(SETTINGS, ACK, 0, &[]),
+            PING if flags & ACK == 0 => h2_frame(PING, ACK, 0, &payload),
             // Above the GOAWAY's last stream: ignored, as RFC 9113 §6.8 says.
             HEADERS if going_away => continue,
             HEADERS => {
@@ -154,15 +155,15 @@ async fn serve(
                     return;
                 };
                 match act {
-                    H2Act::Reset(code) => frame(RST_STREAM, 0, stream, &code.to_be_bytes()),
+                    H2Act::Reset(code) => h2_frame(RST_STREAM, 0, stream, &code.to_be_bytes()),
                     // `:status 200` is the static table's entry 8.
-                    H2Act::Answer => frame(HEADERS, END_HEADERS | END_STREAM, stream, &[0x88]),
+                    H2Act::Answer => h2_frame(HEADERS, END_HEADERS | END_STREAM, stream, &[0x88]),
                     H2Act::GoAwayOpen => {
                         going_away = true;
-                        frame(GOAWAY, 0, 0, &[0; 8])
+                        h2_frame(GOAWAY, 0, 0, &[0; 8])
                     }
                     H2Act::GoAway => {
-                        let _ = tcp.write_all(&frame(GOAWAY, 0, 0, &[0; 8])).await;
+                        let _ = tcp.write_all(&h2_frame(GOAWAY, 0, 0, &[0; 8])).await;
                         return;
                     }
                 }

@@ -119,13 +119,16 @@ def cpu_ticks(pids):
     return total
 
 
-def rss_kb(pids):
+def rss_kb(pids, field="VmRSS:"):
+    """Resident memory of `pids` in KB: all of it (VmRSS), or with field="RssAnon:" only the
+    private part (heap, stacks), without the pages of the binary and libraries that every
+    process running the same files shares through the page cache."""
     total = 0
     for pid in pids:
         try:
             with open(f"/proc/{pid}/status") as f:
                 for line in f:
-                    if line.startswith("VmRSS:"):
+                    if line.startswith(field):
                         total += int(line.split()[1])
         except OSError:
             pass
@@ -426,27 +429,31 @@ def open_idle(port, count):
 
 def memory(procs, idle_before):
     """RSS per proxy: idle (before any load), after the load rows, with IDLE_CONNS idle
-    keep-alive client connections, after they closed, and IDLE_WAIT seconds later."""
+    keep-alive client connections, after they closed, and IDLE_WAIT seconds later; then the
+    private part (RssAnon) idle and with the idle connections, as the file-backed rest is
+    shared by every proxy on a machine that runs the same binary."""
     targets = [("nginx", "nginx", "NGINX_HOP_H1"), ("haproxy", "haproxy", "HAPROXY_HOP_H1"),
                ("mesh", "mesh", "MESH_HOP_H1")]
     rows_ = {}
     for name, group, port in targets:
         pids = procs.pids(group)
-        row = {"idle": idle_before[group], "after load": rss_kb(pids)}
+        row = {"idle": idle_before[group][0], "after load": rss_kb(pids)}
         socks = open_idle(PORTS[port], IDLE_CONNS)
         time.sleep(1)
         row[f"{IDLE_CONNS} idle conns"] = rss_kb(pids)
+        private = (idle_before[group][1], rss_kb(pids, "RssAnon:"))
         for s in socks:
             s.close()
         time.sleep(2)
         row["closed"] = rss_kb(pids)
-        rows_[name] = (row, pids)
+        rows_[name] = (row, pids, private)
     time.sleep(IDLE_WAIT)
-    for name, (row, pids) in rows_.items():
+    for name, (row, pids, private) in rows_.items():
         row[f"{IDLE_WAIT} s later"] = rss_kb(pids)
+        row["private: idle"], row[f"private: {IDLE_CONNS} conns"] = private
     lines = ["| RSS (MB) | " + " | ".join(next(iter(rows_.values()))[0].keys()) + " | per idle conn |",
              "|---|" + "---|" * (len(next(iter(rows_.values()))[0]) + 1)]
-    for name, (row, _) in rows_.items():
+    for name, (row, _, _) in rows_.items():
         per = (row[f"{IDLE_CONNS} idle conns"] - row["after load"]) / IDLE_CONNS
         lines.append(f"| {name} | " + " | ".join(f"{v / 1024:.1f}" for v in row.values()) + f" | {per:.1f} KB |")
     return "\n".join(lines)
@@ -492,7 +499,8 @@ def main():
         certificates(work)
         start_all(procs, work)
         time.sleep(1)
-        idle_before = {g: rss_kb(procs.pids(g)) for g in ("nginx", "haproxy", "mesh")}
+        idle_before = {g: (rss_kb(procs.pids(g)), rss_kb(procs.pids(g), "RssAnon:"))
+                       for g in ("nginx", "haproxy", "mesh")}
         # Warm every target once (pools, connections between the pair's proxies).
         for _, scenario, targets in rows():
             for _, _, port in targets:

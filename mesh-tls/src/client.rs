@@ -218,16 +218,36 @@ impl ResolveEndpoint for StaticEndpoints {
 /// A connector for hyper-util's `Client`: resolves each URI to a [`MeshEndpoint`], connects
 /// over TCP, and runs the mTLS handshake expecting that endpoint's identity. Advertises
 /// HTTP/2 to the client when ALPN chose it.
-#[derive(Clone, Debug)]
+///
+/// A clone is one reference count: hyper-util's client clones its connector for every
+/// request, even one a pooled connection serves, and the settings (ALPN lists) and the
+/// endpoint table would otherwise be copied each time.
+#[derive(Debug)]
 pub struct MeshConnector<R> {
+    shared: Arc<ConnectorParts<R>>,
+}
+
+/// What the clones of a [`MeshConnector`] share.
+#[derive(Debug)]
+struct ConnectorParts<R> {
     tls: TlsConnector,
     resolve: R,
+}
+
+impl<R> Clone for MeshConnector<R> {
+    fn clone(&self) -> Self {
+        Self {
+            shared: Arc::clone(&self.shared),
+        }
+    }
 }
 
 impl<R: ResolveEndpoint> MeshConnector<R> {
     /// A connector resolving URIs with `resolve`.
     pub fn new(tls: TlsConnector, resolve: R) -> Self {
-        Self { tls, resolve }
+        Self {
+            shared: Arc::new(ConnectorParts { tls, resolve }),
+        }
     }
 }
 
@@ -242,8 +262,8 @@ impl<R: ResolveEndpoint> tower::Service<Uri> for MeshConnector<R> {
     }
 
     fn call(&mut self, uri: Uri) -> Self::Future {
-        let endpoint = self.resolve.resolve(&uri);
-        let tls = self.tls.clone();
+        let endpoint = self.shared.resolve.resolve(&uri);
+        let tls = self.shared.tls.clone();
         Box::pin(async move {
             let endpoint = endpoint.ok_or(NoEndpoint(uri))?;
             let stream = tls.connect_to(&endpoint).await?;

@@ -161,8 +161,6 @@ impl ServeStats {
 /// # Ok(())
 /// # }
 /// ```
-// Not an `async fn`: the explicit `+ Send` is the point (see the body).
-#[allow(clippy::manual_async_fn)]
 pub fn serve_connection<I, S, B>(
     io: I,
     version: Version,

@@ -1,7 +1,7 @@
 //! Pooled HTTP clients for a proxy (feature `client`): [`DualClient`], one pool for HTTP/1 and
-//! one for HTTP/2 to the same destination, picked by each request's version; [`Http1Pool`], its
-//! HTTP/1 pool, which serves each request in the caller's task; and [`FixedConnector`], which
-//! always dials one address (a local app).
+//! one for HTTP/2 to the same destination, picked by each request's version; its pools
+//! [`Http1Pool`] and [`Http2Pool`], which serve each request in the caller's task; and
+//! [`FixedConnector`], which always dials one address (a local app).
 //!
 //! With [`OrigProtoUpgradeLayer`](crate::orig_proto::OrigProtoUpgradeLayer) in front, every
 //! request but an upgrade leaves as HTTP/2; with
@@ -23,7 +23,6 @@ use hyper_util::client::legacy::connect::Connect;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::TcpStream;
 
-use self::h2::{H2Body, H2Future, SendH2};
 use crate::error::{BoxError, ConnectError};
 
 mod body;
@@ -32,6 +31,7 @@ mod h2;
 
 pub use self::body::{ClientBody, DualFuture};
 pub use self::h1::{DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_IDLE, Http1Body, Http1Future, Http1Pool};
+pub use self::h2::{Http2Body, Http2Future, Http2Pool, Http2Settings};
 
 /// Where a request's absolute URI (by which the pools are keyed) takes its authority from.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -47,12 +47,11 @@ pub enum UriAuthority {
 /// HTTP/1 for the rest (apps that speak only HTTP/1, and upgrades). A tower service, generic
 /// over the request body.
 ///
-/// HTTP/2 connections run in tasks of their own (hyper-util's pooled client): many requests
-/// share one. A request without a body that the server refused unprocessed (`REFUSED_STREAM`,
-/// or above a `GOAWAY`'s last stream) is sent once more; otherwise a refusal is a
-/// [`RefusedError`](crate::error::RefusedError). Plain HTTP/1 requests go through an [`Http1Pool`], in the caller's task; an
-/// upgrade (`Upgrade` header or `CONNECT`) through hyper-util's HTTP/1 pool, which keeps the
-/// connection for the upgraded bytes.
+/// HTTP/2 requests go through an [`Http2Pool`] (one connection that many requests share, each
+/// sent from the caller's task; a bodiless request the server refused unprocessed is sent once
+/// more), plain HTTP/1 requests through an [`Http1Pool`], in the caller's task. An upgrade
+/// (`Upgrade` header or `CONNECT`) goes through hyper-util's pooled client, which keeps the
+/// connection for the upgraded bytes: HTTP/1's, or for an HTTP/2 `CONNECT` its HTTP/2 one.
 ///
 /// ```
 /// use http::uri::Authority;
@@ -78,7 +77,8 @@ pub struct DualClient<C: tower::Service<Uri>, B> {
 struct Pools<C: tower::Service<Uri>, B> {
     h1: Http1Pool<C, B>,
     upgrades: Client<C, B>,
-    h2: Client<C, H2Body<B>>,
+    h2: Http2Pool,
+    tunnels: Client<C, B>,
     authority: UriAuthority,
 }
 
@@ -102,14 +102,24 @@ impl<C: tower::Service<Uri>, B> Clone for DualClient<C, B> {
 impl<C, B> DualClient<C, B>
 where
     C: Connect + tower::Service<Uri> + Clone + Send + Sync + 'static,
+    <C as tower::Service<Uri>>::Error: Into<BoxError>,
+    <C as tower::Service<Uri>>::Future: Send,
+    <C as tower::Service<Uri>>::Response:
+        hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
     B: http_body::Body<Data = Bytes> + Send + Unpin + 'static,
     B::Error: Into<BoxError>,
 {
     /// Pools over `h1` connections and `h2` connections (which may be the same connector, or
     /// differ in what they offer in ALPN); `authority` says where a request's authority comes
-    /// from. The HTTP/2 and upgrade pools are keyed by it; the HTTP/1 pool is one destination
-    /// (every connection `h1` dials is taken to reach the same place), as a `DualClient` is.
+    /// from. The upgrade pools are keyed by it; the HTTP/1 and HTTP/2 pools are one
+    /// destination each (every connection a connector dials is taken to reach the same
+    /// place), as a `DualClient` is.
     pub fn new(h1: C, h2: C, authority: UriAuthority) -> Self {
+        Self::with_http2(h1, h2, authority, Http2Settings::default())
+    }
+
+    /// Like [`new`](Self::new), with `settings` for the HTTP/2 pool.
+    pub fn with_http2(h1: C, h2: C, authority: UriAuthority, settings: Http2Settings) -> Self {
         let builder = || {
             let mut b = Client::builder(TokioExecutor::new());
             b.pool_timer(TokioTimer::new())
@@ -120,12 +130,11 @@ where
         let pools = Pools {
             h1: Http1Pool::new(h1.clone(), authority.clone()),
             upgrades: builder().build(h1),
-            // Pings find a dead peer on an idle or stuck connection (a silent network
-            // partition sends no reset), so its requests fail over instead of hanging.
-            h2: builder()
+            h2: Http2Pool::new(h2.clone(), settings.clone()),
+            tunnels: builder()
                 .http2_only(true)
-                .http2_keep_alive_interval(Duration::from_secs(10))
-                .http2_keep_alive_timeout(Duration::from_secs(20))
+                .http2_keep_alive_interval(settings.keep_alive_interval)
+                .http2_keep_alive_timeout(settings.keep_alive_timeout)
                 .build(h2),
             authority,
         };
@@ -158,7 +167,10 @@ where
         let pools = &*self.pools;
         if req.version() == Version::HTTP_2 {
             absolute_uri(&mut req, &pools.authority);
-            return DualFuture::h2(H2Future::send(&self.pools, req));
+            if req.method() == http::Method::CONNECT {
+                return DualFuture::shared(pools.tunnels.request(req));
+            }
+            return DualFuture::h2(pools.h2.request(req));
         }
         if is_upgrade(&req) {
             absolute_uri(&mut req, &pools.authority);
@@ -166,17 +178,6 @@ where
             return DualFuture::shared(pools.upgrades.request(req));
         }
         DualFuture::pooled(pools.h1.request(req))
-    }
-}
-
-impl<C, B> SendH2<B> for Pools<C, B>
-where
-    C: Connect + tower::Service<Uri> + Clone + Send + Sync + 'static,
-    B: http_body::Body<Data = Bytes> + Send + Unpin + 'static,
-    B::Error: Into<BoxError>,
-{
-    fn send(&self, req: Request<H2Body<B>>) -> hyper_util::client::legacy::ResponseFuture {
-        self.h2.request(req)
     }
 }
 

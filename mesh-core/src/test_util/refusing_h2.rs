@@ -1,6 +1,7 @@
 //! A raw HTTP/2 server that turns requests away as a test says ([`RefusingH2Server`]): a
-//! stream reset with a code of the test's choosing, or a `GOAWAY` below the request's stream,
-//! written frame by frame so that each refusal is exactly the one named. Loopback only.
+//! stream reset with a code of the test's choosing, a `GOAWAY` below the request's stream, or
+//! silence, written frame by frame so that each refusal is exactly the one named. Loopback
+//! only.
 
 use std::io;
 use std::net::SocketAddr;
@@ -36,6 +37,9 @@ pub enum H2Act {
     GoAwayOpen,
     /// Answers `200` with no body.
     Answer,
+    /// Answers nothing more on this connection, `PING`s included, and keeps it open: a peer
+    /// behind a network partition, which sends no reset.
+    Stall,
 }
 
 /// A request as a [`RefusingH2Server`] saw it.
@@ -125,7 +129,7 @@ async fn serve(
     plan: Arc<Vec<H2Act>>,
     seen: Arc<Mutex<Vec<SeenRequest>>>,
 ) {
-    let mut going_away = false;
+    let (mut going_away, mut stalled) = (false, false);
     let mut preface = [0u8; 24];
     if tcp.read_exact(&mut preface).await.is_err() {
         return;
@@ -146,6 +150,7 @@ async fn serve(
             return;
         }
         let reply = match kind {
+            _ if stalled => continue,
             SETTINGS if flags & ACK == 0 => h2_frame(SETTINGS, ACK, 0, &[]),
             PING if flags & ACK == 0 => h2_frame(PING, ACK, 0, &payload),
             // Above the GOAWAY's last stream: ignored, as RFC 9113 §6.8 says.
@@ -158,6 +163,10 @@ async fn serve(
                     H2Act::Reset(code) => h2_frame(RST_STREAM, 0, stream, &code.to_be_bytes()),
                     // `:status 200` is the static table's entry 8.
                     H2Act::Answer => h2_frame(HEADERS, END_HEADERS | END_STREAM, stream, &[0x88]),
+                    H2Act::Stall => {
+                        stalled = true;
+                        continue;
+                    }
                     H2Act::GoAwayOpen => {
                         going_away = true;
                         h2_frame(GOAWAY, 0, 0, &[0; 8])

@@ -109,7 +109,7 @@ async fn a_failed_connection_fails_every_request_that_waited_for_it() {
 
 #[tokio::test]
 async fn a_peer_that_stops_answering_pings_is_given_up() {
-    let server = RefusingH2Server::start(vec![H2Act::Stall])
+    let server = RefusingH2Server::start(vec![H2Act::Stall, H2Act::Answer])
         .await
         .expect("server");
     let settings = Http2Settings {
@@ -121,6 +121,10 @@ async fn a_peer_that_stops_answering_pings_is_given_up() {
     // Without pings this would wait for as long as the server stays silent: forever.
     assert!(status(&pool).await.is_err());
     assert!(!pool.is_connected());
+    // The next request is not sent into the silent connection.
+    assert_eq!(status(&pool).await, Ok(200));
+    let seen = server.seen();
+    assert_eq!((seen[0].conn, seen[1].conn), (0, 1), "{seen:?}");
 }
 
 #[tokio::test]

@@ -53,8 +53,9 @@ enum State {
 pub(super) enum Checkout {
     /// The connection, from attempt `.1`.
     Ready(Handle, u64),
-    /// Attempt `.0` is connecting; the caller is woken when it is done.
-    Waiting(u64),
+    /// Attempt `.0` is connecting; the caller is woken when it is done (its waker is the
+    /// attempt's waiter `.1`, which it names when it asks again).
+    Waiting(u64, usize),
     /// The attempt the caller waited for failed.
     Failed(ConnectFailed),
 }
@@ -89,24 +90,34 @@ impl Shared {
         matches!(self.lock().state, State::Ready { .. })
     }
 
-    /// The connection for a request to `uri` that waited for attempt `waited` (if any),
-    /// starting an attempt when there is none.
+    /// The connection for a request to `uri` that waits as `waited` (an attempt, and its
+    /// place among that attempt's waiters) if it waited before, starting an attempt when there
+    /// is none. Constant time however many wait: a request names its place.
     pub(super) fn checkout(
         self: &Arc<Self>,
         uri: &Uri,
-        waited: Option<u64>,
+        waited: Option<(u64, usize)>,
         cx: &mut Context<'_>,
     ) -> Checkout {
         let mut slot = self.lock();
         match &mut slot.state {
             State::Ready { attempt, handle } => return Checkout::Ready(handle.clone(), *attempt),
             State::Connecting { attempt, waiters } => {
-                if !waiters.iter().any(|w| w.will_wake(cx.waker())) {
-                    waiters.push(cx.waker().clone());
-                }
-                return Checkout::Waiting(*attempt);
+                let place = match waited {
+                    Some((a, place)) if a == *attempt && place < waiters.len() => {
+                        if !waiters[place].will_wake(cx.waker()) {
+                            waiters[place] = cx.waker().clone();
+                        }
+                        place
+                    }
+                    _ => {
+                        waiters.push(cx.waker().clone());
+                        waiters.len() - 1
+                    }
+                };
+                return Checkout::Waiting(*attempt, place);
             }
-            State::Failed { attempt, error } if waited == Some(*attempt) => {
+            State::Failed { attempt, error } if waited.map(|(a, _)| a) == Some(*attempt) => {
                 return Checkout::Failed(error.clone());
             }
             // None, or a failure this request did not wait for: try (again).
@@ -120,7 +131,7 @@ impl Shared {
         };
         drop(slot);
         (self.dial)(Arc::downgrade(self), attempt, uri.clone());
-        Checkout::Waiting(attempt)
+        Checkout::Waiting(attempt, 0)
     }
 
     /// Counts a request sent (the idle check reads it).

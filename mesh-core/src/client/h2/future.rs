@@ -36,8 +36,8 @@ pub struct Http2Future<B> {
 
 #[pin_project(project = StateProj)]
 enum State {
-    /// Waiting for a connection (from this attempt, if one was started).
-    Checkout(Option<u64>),
+    /// Waiting for a connection (from this attempt, as this waiter, once it waits).
+    Checkout(Option<(u64, usize)>),
     /// Waiting for room for a stream on attempt `.1`'s connection.
     Open(Handle, u64),
     /// Waiting for the response head.
@@ -89,8 +89,8 @@ where
                         Checkout::Ready(handle, attempt) => {
                             this.state.set(State::Open(handle, attempt));
                         }
-                        Checkout::Waiting(attempt) => {
-                            *waited = Some(attempt);
+                        Checkout::Waiting(attempt, place) => {
+                            *waited = Some((attempt, place));
                             return Poll::Pending;
                         }
                         Checkout::Failed(error) => {

@@ -23,6 +23,8 @@ fi
 mkdir -p "$out"
 echo "$name $version: building $binaries into $out (first time on this machine)"
 go build -mod=readonly -trimpath -o "$out/" "$@"
+# sed, not head: head exits after one line and a binary printing more dies of SIGPIPE, which
+# pipefail turns into a failed build.
 for binary in $binaries; do
-    "$out/$binary" --version 2>&1 | head -n 1
+    "$out/$binary" --version 2>&1 | sed -n 1p
 done

@@ -35,11 +35,12 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::header::{CONNECTION, CONTENT_LENGTH, HeaderName, TE, TRANSFER_ENCODING, UPGRADE};
-use http::{HeaderMap, HeaderValue, Request, Response, Uri};
+use http::header::CONTENT_LENGTH;
+use http::{HeaderValue, Request, Response, Uri};
 use http_body::Body;
 
 use crate::error::BoxError;
+use crate::headers::strip_hop_by_hop;
 
 mod body;
 mod conn;
@@ -156,7 +157,8 @@ where
 /// `req` as HTTP/2 sends it: without connection-specific headers, and with a
 /// `Content-Length` when its body's size is known and it has none.
 fn prepare<B: Body>(mut req: Request<B>) -> Request<B> {
-    strip_connection_headers(req.headers_mut());
+    // What HTTP/2 forbids (RFC 9113 §8.2.2) is what a proxy drops anyway; `TE: trailers` stays.
+    strip_hop_by_hop(req.headers_mut(), false);
     let body = req.body();
     if !body.is_end_stream() && !req.headers().contains_key(CONTENT_LENGTH) {
         if let Some(len) = body.size_hint().exact() {
@@ -166,28 +168,6 @@ fn prepare<B: Body>(mut req: Request<B>) -> Request<B> {
     }
     *req.version_mut() = http::Version::HTTP_2;
     req
-}
-
-/// Removes what HTTP/2 forbids (RFC 9113 §8.2.2): `Connection` and the headers it names,
-/// the other hop-by-hop headers, and `TE` unless it is `trailers`.
-fn strip_connection_headers(headers: &mut HeaderMap) {
-    if let Some(connection) = headers.remove(CONNECTION) {
-        if let Ok(names) = connection.to_str() {
-            for name in names.split(',') {
-                if let Ok(name) = HeaderName::from_bytes(name.trim().as_bytes()) {
-                    headers.remove(name);
-                }
-            }
-        }
-    }
-    for name in ["keep-alive", "proxy-connection"] {
-        headers.remove(name);
-    }
-    headers.remove(TRANSFER_ENCODING);
-    headers.remove(UPGRADE);
-    if headers.get(TE).is_some_and(|te| te != "trailers") {
-        headers.remove(TE);
-    }
 }
 
 #[cfg(test)]

@@ -9,6 +9,7 @@
 #[doc = include_str!("../../README.md")]
 pub struct ReadmeDoctests;
 
+pub mod alloc;
 pub mod cli;
 pub mod grpc;
 pub mod init;

@@ -1,7 +1,8 @@
 //! `Http1Pool` (HTTP/1 in the caller's task) against real servers on loopback: connections
 //! are reused, a connection the server closed while idle is not a failure, a body dropped
 //! before its end takes its connection with it, an empty body never polled frees its
-//! connection, requests leave in origin form with a `Host`, concurrent callers get
+//! connection, requests leave in origin form with a `Host`, responses lose the headers about
+//! their connection, concurrent callers get
 //! connections of their own, and idle connections are closed when they expire even if no
 //! request comes.
 
@@ -11,6 +12,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
+use http::HeaderValue;
 use http::uri::Authority;
 use http::{Request, Response};
 use http_body_util::{BodyExt, Empty, Full};
@@ -25,7 +27,7 @@ use tower::ServiceExt;
 type Pool = Http1Pool<FixedConnector, Empty<Bytes>>;
 
 /// A hyper HTTP/1 server counting the connections it accepts; `/big` answers 1 MiB, `/empty`
-/// nothing, anything else the request line and `Host` it saw.
+/// nothing, anything else the request line and `Host` it saw (`/hop` with hop-by-hop headers).
 async fn server() -> (SocketAddr, Arc<AtomicUsize>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
@@ -44,7 +46,16 @@ async fn server() -> (SocketAddr, Arc<AtomicUsize>) {
                         Bytes::from(format!("{} {} host={host}", req.method(), req.uri()))
                     }
                 };
-                Ok::<_, std::convert::Infallible>(Response::new(Full::new(body)))
+                let mut rsp = Response::new(Full::new(body));
+                if req.uri().path() == "/hop" {
+                    // Headers about this connection, which a proxy must not pass on.
+                    let headers = rsp.headers_mut();
+                    headers.insert("connection", HeaderValue::from_static("keep-alive, x-hop"));
+                    headers.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+                    headers.insert("x-hop", HeaderValue::from_static("1"));
+                    headers.insert("x-app", HeaderValue::from_static("kept"));
+                }
+                Ok::<_, std::convert::Infallible>(rsp)
             });
             tokio::spawn(
                 hyper::server::conn::http1::Builder::new()
@@ -98,6 +109,26 @@ async fn sequential_requests_share_one_connection_in_origin_form_with_a_host() {
     assert_eq!(text(&pool, with_host).await, "GET /h host=api.shop");
     assert_eq!(accepted.load(Ordering::SeqCst), 1, "one connection for all");
     assert_eq!(pool.idle_count(), 1);
+}
+
+#[tokio::test]
+async fn responses_come_without_the_headers_about_their_connection() {
+    let (addr, accepted) = server().await;
+    let pool = pool(addr);
+    for _ in 0..2 {
+        let rsp = tokio::time::timeout(Duration::from_secs(10), pool.clone().oneshot(get("/hop")))
+            .await
+            .expect("in time")
+            .expect("response");
+        let headers = rsp.headers();
+        for name in ["connection", "keep-alive", "x-hop"] {
+            assert!(headers.get(name).is_none(), "{name} was passed on");
+        }
+        assert_eq!(headers["x-app"], "kept");
+        rsp.into_body().collect().await.expect("body");
+    }
+    // The connection itself stays in use.
+    assert_eq!(accepted.load(Ordering::SeqCst), 1);
 }
 
 #[tokio::test]

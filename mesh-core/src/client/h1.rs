@@ -21,6 +21,9 @@
 //!   the oldest expires: a proxy gone quiet after a burst closes the burst's connections
 //!   instead of keeping their sockets and buffers until traffic comes back. That task needs
 //!   tokio's time driver.
+//! - A response comes without the headers about its connection (`Connection`, `Keep-Alive`,
+//!   `Transfer-Encoding` and what `Connection` names): whether the connection is reused is the
+//!   pool's business, and a proxy must not pass them on (RFC 9110, section 7.6.1).
 //! - Upgrades (`Upgrade`, `CONNECT`) are not for this pool: they need the connection after
 //!   the response, which hyper-util's client gives (see [`DualClient`](super::DualClient)).
 
@@ -45,6 +48,7 @@ use tower::ServiceExt;
 
 use super::{UriAuthority, request_authority};
 use crate::error::BoxError;
+use crate::headers::strip_hop_by_hop;
 
 /// How long an idle connection is kept by default. Shorter than hyper-util's 90 s: an idle
 /// HTTP/1 connection holds a socket and about 20 KB of buffers, and a new one to a local app or
@@ -233,7 +237,10 @@ where
         }
         let sent = conn.sender.try_send_request(req);
         match conn.drive(sent).await {
-            Ok(rsp) => {
+            Ok(mut rsp) => {
+                // What describes this connection (`Connection`, `Keep-Alive`, what `Connection`
+                // names) stays with it: the pool, not the caller, decides whether it is reused.
+                strip_hop_by_hop(rsp.headers_mut(), false);
                 return Ok(rsp.map(|body| Http1Body {
                     inner: body,
                     conn: Some(conn),

@@ -63,6 +63,7 @@
 //! # Ok::<(), mesh_core::BoxError>(())
 //! ```
 
+mod batched_hash;
 mod expose;
 mod family;
 mod histogram;

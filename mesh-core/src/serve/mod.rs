@@ -8,6 +8,7 @@ mod activity;
 mod flood;
 mod limit;
 mod watch;
+mod woken;
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -28,6 +29,7 @@ use self::flood::FloodGuard;
 pub use self::flood::{Flood, FloodLimits};
 pub use self::limit::{Admission, ConnectionLimit};
 use self::watch::ReadWatch;
+use self::woken::WokenOnly;
 
 /// The largest request head accepted: HTTP/1's read buffer and HTTP/2's header list. A client
 /// that sends more gets 431 and the connection goes on (HTTP/1) or the stream is refused.
@@ -325,13 +327,17 @@ async fn run(
     activity: Arc<Activity>,
 ) {
     let (header, idle) = (config.header_timeout, config.idle_timeout);
+    // The connection first; the drain and the deadlines only when they woke the task.
+    let drained = WokenOnly::new(drain.signaled());
+    let expired = WokenOnly::new(activity.expired(header, idle));
     let result = tokio::select! {
+        biased;
         result = conn.as_mut() => result,
-        () = drain.signaled() => {
+        () = drained => {
             conn.as_mut().finish();
             conn.await
         }
-        wait = activity.expired(header, idle) => {
+        wait = expired => {
             if wait == Wait::Head {
                 config.stats.header_timeouts.fetch_add(1, Relaxed);
                 tracing::debug!(?header, "closing a connection: no request head in time");

@@ -47,6 +47,7 @@ PORTS = {
     "NGINX_HOP_H1": 18081, "NGINX_HOP_H2": 18091,
     "HAPROXY_HOP_H1": 18082, "HAPROXY_HOP_H2": 18092,
     "MESH_HOP_H1": 18083, "MESH_HOP_H2": 18093, "HYPER_HOP_H1": 18087, "MESH_HOP_2W": 18097,
+    "MESH_HOP_2C": 18098,
     "NGINX_PAIR_H1": 18084, "NGINX_PAIR_H2": 18094, "NGINX_PAIR_IN": 18184,
     "HAPROXY_PAIR_H1": 18085, "HAPROXY_PAIR_H2": 18095, "HAPROXY_PAIR_IN": 18185,
     "MESH_PAIR_H1": 18086, "MESH_PAIR_H2": 18096,
@@ -317,6 +318,11 @@ def start_all(procs, work):
     with open(two, "a") as f:
         f.write("\n[runtime]\nworkers = 2\n")
     p.start("mesh 2 workers", [mesh, "--config", two], env, cpus=ALL_CPUS)
+    # The same with a current-thread runtime per worker, each accepting from the one listener.
+    per_core = render("mesh-hop.toml", work, {"HOP": addr("MESH_HOP_2C"), "APP_FOR_HOP": addr("APP")}, "mesh-hop-2c.toml")
+    with open(per_core, "a") as f:
+        f.write("\n[runtime]\nworkers = 2\nscheduler = \"per-core\"\n")
+    p.start("mesh 2 per-core", [mesh, "--config", per_core], env, cpus=ALL_CPUS)
     for name in PORTS:
         wait_for(PORTS[name], name)
 
@@ -348,9 +354,12 @@ def rows():
         # One worker on CPU 0 against two on both CPUs, the load generator on CPU 1 in both:
         # on two cores the second worker shares its core with the load, so req/s cannot double;
         # CPU per request shows whether a second worker costs anything (locks, cross-thread
-        # wake-ups) that would stop the proxy scaling on a machine with cores to spare.
+        # wake-ups) that would stop the proxy scaling on a machine with cores to spare. Two
+        # workers run both ways: tokio's work-stealing pool, and a current-thread runtime per
+        # worker ([runtime] scheduler = "per-core").
         out += [("workers: 1 (CPU 0) and 2 (CPUs 0-1), HTTP/1.1, 64 conns", "h1-64",
-                 [("mesh", "mesh", "MESH_HOP_H1"), ("mesh 2w", "mesh 2 workers", "MESH_HOP_2W")])]
+                 [("mesh", "mesh", "MESH_HOP_H1"), ("mesh 2w", "mesh 2 workers", "MESH_HOP_2W"),
+                  ("mesh 2 per-core", "mesh 2 per-core", "MESH_HOP_2C")])]
     if "rate" in ROWS and "pair" in ROWS:
         out += [("pair at 2,000 req/s", "rate-2000", [("direct", None, "APP")] + pair_h1),
                 ("pair at 10,000 req/s", "rate-10000", [("direct", None, "APP")] + pair_h1)]
@@ -405,7 +414,7 @@ def table(results):
             ratio = ""
             if name == "mesh" and best_rps:
                 ratio = f"{s['rps'] / best_rps:.2f}x, {s['cpu_us'] / best_cpu:.2f}x"
-            elif name == "mesh 2w" and "mesh" in stats:
+            elif name in ("mesh 2w", "mesh 2 per-core") and "mesh" in stats:
                 one = stats["mesh"]
                 ratio = f"vs 1 worker: {s['rps'] / one['rps']:.2f}x, {s['cpu_us'] / one['cpu_us']:.2f}x"
             cpu = "" if name == "direct" else f"{s['cpu_us']:.1f}{spread([x['cpu_us'] for x in runs])}"

@@ -10,7 +10,8 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use examples::proxy::{Config, Proxy};
+use examples::proxy::{Config, Proxy, Workers};
+use mesh_core::classify::AutoClassify;
 
 /// mimalloc, not glibc's malloc: a sidecar's memory is mostly connections that come and go,
 /// and glibc keeps the heap they fragmented (measured: 40 MB resident a minute after 1,000 idle
@@ -115,11 +116,26 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    runtime.block_on(run(config))
+    // With `scheduler = "per-core"`, the other workers' runtimes, each on a thread of its own
+    // and giving memory back the same way.
+    let extra = config.runtime.per_core_threads();
+    let workers = Workers::start(runtime.handle().clone(), extra, || {
+        examples::proxy::config::Runtime::per_core_builder()
+            .on_thread_park(release_freed_memory)
+            .build()
+    });
+    let workers = match workers {
+        Ok(workers) => workers,
+        Err(e) => {
+            eprintln!("mesh-proxy: cannot start the worker threads: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(run(config, std::sync::Arc::new(workers)))
 }
 
-async fn run(config: Config) -> ExitCode {
-    let running = match Proxy::start(config).await {
+async fn run(config: Config, workers: std::sync::Arc<Workers>) -> ExitCode {
+    let running = match Proxy::start_on(config, AutoClassify::new(), workers).await {
         Ok(running) => running,
         Err(e) => {
             eprintln!("mesh-proxy: cannot start: {e}");

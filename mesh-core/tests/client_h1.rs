@@ -330,3 +330,65 @@ async fn a_connection_still_sending_a_body_the_server_answered_early_is_not_wait
     assert_eq!(accepted.load(Ordering::SeqCst), 2);
     drop(tx);
 }
+
+/// Current-thread runtimes on two threads share a pool: a connection made on one is reused
+/// only there (its socket belongs to that runtime's event loop), so the other makes its own;
+/// on a multi-thread runtime, where tasks move between threads anyway, any thread reuses it.
+#[test]
+fn a_connection_made_on_a_current_thread_runtime_is_reused_only_on_its_thread() {
+    let current_thread = || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime")
+    };
+    let server_runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let (addr, accepted) = server_runtime.block_on(server());
+    let pool = pool(addr);
+    let on_a_thread = |pool: Pool, rounds: usize| {
+        std::thread::spawn(move || {
+            let runtime = current_thread();
+            for _ in 0..rounds {
+                runtime.block_on(async {
+                    assert_eq!(text(&pool, get("/x")).await, "GET /x host=app");
+                });
+            }
+            // The runtime stays alive (its connections with it) until the test is done.
+            runtime
+        })
+    };
+    let first = on_a_thread(pool.clone(), 3).join().expect("thread");
+    assert_eq!(
+        accepted.load(Ordering::SeqCst),
+        1,
+        "one connection on the first thread"
+    );
+    let second = on_a_thread(pool.clone(), 3).join().expect("thread");
+    assert_eq!(
+        accepted.load(Ordering::SeqCst),
+        2,
+        "the second thread's own connection, reused for its three requests"
+    );
+    assert_eq!(pool.idle_count(), 2);
+    drop((first, second));
+
+    // Made on a multi-thread runtime: reused by a request from another thread of it.
+    let (addr, accepted) = server_runtime.block_on(server());
+    let pool = self::pool(addr);
+    let shared = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    for _ in 0..5 {
+        let pool = pool.clone();
+        shared
+            .block_on(shared.spawn(async move { text(&pool, get("/y")).await }))
+            .expect("task");
+    }
+    assert_eq!(accepted.load(Ordering::SeqCst), 1);
+}

@@ -42,33 +42,74 @@ pub struct Config {
     pub runtime: Runtime,
 }
 
-/// The async runtime: how many threads serve connections.
+/// The async runtime: how many threads serve connections, and how they share the work.
 #[derive(Clone, Debug, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Runtime {
     /// Worker threads. 1 runs everything on the main thread (tokio's current-thread
     /// scheduler: no work stealing, no wake-ups across threads, the cheapest per request for a
-    /// sidecar given one core); more runs a work-stealing pool of that many; 0 (the default)
-    /// one per core the process may use.
+    /// sidecar given one core); more runs that many, as `scheduler` says; 0 (the default) one
+    /// per core the process may use.
     #[serde(default)]
     pub workers: usize,
+    /// How more than one worker share the work.
+    #[serde(default)]
+    pub scheduler: Scheduler,
+}
+
+/// How the workers of a runtime with more than one share the work.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Scheduler {
+    /// One pool of threads that steal each other's tasks (tokio's multi-thread runtime): every
+    /// core stays busy whatever the traffic's shape, even one HTTP/2 connection carrying
+    /// most of it, at the cost of wake-ups across threads per request.
+    #[default]
+    WorkStealing,
+    /// A current-thread runtime per worker, each accepting from the same listeners
+    /// ([`Workers`](mesh_core::serve::Workers)): a connection and its requests stay on the
+    /// thread that accepted it, as in nginx and HAProxy; the cheapest per request with many
+    /// connections, and no help to one busy connection.
+    PerCore,
 }
 
 impl Runtime {
-    /// A builder for the runtime as configured, with every driver enabled (the binary adds its
-    /// own hooks, such as what a worker does before it parks, then builds it).
-    pub fn builder(&self) -> tokio::runtime::Builder {
-        let workers = match self.workers {
+    /// Worker threads, 0 resolved to the cores this process may use.
+    pub fn worker_count(&self) -> usize {
+        match self.workers {
             0 => std::thread::available_parallelism().map_or(1, usize::from),
             n => n,
-        };
-        let mut builder = if workers == 1 {
-            tokio::runtime::Builder::new_current_thread()
-        } else {
-            let mut builder = tokio::runtime::Builder::new_multi_thread();
-            builder.worker_threads(workers);
-            builder
-        };
+        }
+    }
+
+    /// The threads to start beside the main one, each with a current-thread runtime of its
+    /// own (see [`Workers`](mesh_core::serve::Workers)): none unless `scheduler` is
+    /// `per-core`.
+    pub fn per_core_threads(&self) -> usize {
+        match self.scheduler {
+            Scheduler::PerCore => self.worker_count() - 1,
+            Scheduler::WorkStealing => 0,
+        }
+    }
+
+    /// A builder for the main thread's runtime as configured, with every driver enabled (the
+    /// binary adds its own hooks, such as what a worker does before it parks, then builds it):
+    /// current-thread with one worker or with `per-core` (whose other workers' runtimes come
+    /// from [`Runtime::per_core_builder`]), otherwise a work-stealing pool.
+    pub fn builder(&self) -> tokio::runtime::Builder {
+        let workers = self.worker_count();
+        if workers == 1 || self.scheduler == Scheduler::PerCore {
+            return Self::per_core_builder();
+        }
+        let mut builder = tokio::runtime::Builder::new_multi_thread();
+        builder.worker_threads(workers);
+        builder.enable_all();
+        builder
+    }
+
+    /// A builder for one `per-core` worker's runtime: current-thread, every driver enabled.
+    pub fn per_core_builder() -> tokio::runtime::Builder {
+        let mut builder = tokio::runtime::Builder::new_current_thread();
         builder.enable_all();
         builder
     }
@@ -787,6 +828,7 @@ mod tests {
             "header_timeout",
             "idle_timeout",
             "max_connections",
+            "scheduler",
         ] {
             assert!(text.contains(key) && shown.contains(key), "{key}");
         }
@@ -807,6 +849,29 @@ mod tests {
         assert_eq!(limits.idle_timeout.0.as_secs(), 5);
         assert_eq!(limits.header_timeout.0.as_secs(), 10);
         assert_eq!(limits.max_connections, 10_000);
+    }
+
+    #[test]
+    fn the_scheduler_is_read_by_name_and_a_wrong_one_is_refused_by_key() {
+        let parse = |runtime: &str| {
+            let text = format!(
+                "[identity]\ndir = \"certs\"\n\n[admin]\nlisten = \"127.0.0.1:0\"\n\n[runtime]\n{runtime}\n"
+            );
+            Config::parse(&text, Path::new("p.toml"))
+        };
+        let default = parse("workers = 4").expect("workers alone");
+        assert_eq!(default.runtime.scheduler, Scheduler::WorkStealing);
+        assert_eq!(default.runtime.per_core_threads(), 0);
+        let per_core = parse("workers = 4\nscheduler = \"per-core\"").expect("per-core");
+        assert_eq!(per_core.runtime.scheduler, Scheduler::PerCore);
+        assert_eq!(per_core.runtime.per_core_threads(), 3);
+        let one = parse("workers = 1\nscheduler = \"per-core\"").expect("one worker");
+        assert_eq!(one.runtime.per_core_threads(), 0);
+
+        let wrong = parse("workers = 2\nscheduler = \"round-robin\"").expect_err("unknown");
+        assert_eq!(wrong.key.as_deref(), Some("runtime.scheduler"));
+        assert_eq!(wrong.line, Some(9), "{wrong}");
+        assert!(wrong.to_string().contains("per-core"), "{wrong}");
     }
 
     #[test]

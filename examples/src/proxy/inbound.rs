@@ -173,17 +173,17 @@ impl<C: ProxyClassify> Inbound<C> {
             serve: bounds.serve.clone(),
             ..self
         };
-        while let Some((io, admission)) = accept(&listener, &series, &mut drain, &bounds).await {
-            let this = match &this.ports {
-                Some(_) => match this.for_original(&io) {
-                    Some(this) => this,
-                    None => continue,
-                },
-                None => this.clone(),
-            };
-            let drain = drain.clone();
-            tokio::spawn(async move {
+        while let Some((tcp, admission)) = accept(&listener, &mut drain, &bounds).await {
+            let (this, drain) = (this.clone(), drain.clone());
+            bounds.spawn(tcp, &series, move |io| async move {
                 let _admission = admission;
+                let this = match &this.ports {
+                    Some(_) => match this.for_original(&io) {
+                        Some(this) => this,
+                        None => return,
+                    },
+                    None => this,
+                };
                 match this.acceptor.accept(io).await {
                     Ok(accepted) => this.connection(accepted, drain).await,
                     Err(e) => tracing::debug!(error = %e, "inbound connection refused"),

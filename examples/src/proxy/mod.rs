@@ -69,6 +69,7 @@ pub use self::config::{Config, ConfigError};
 pub use self::discovery::DiscoveryError;
 pub use self::values::{Addr, Dur, Id, Parsed};
 use mesh_core::drain::Drain;
+pub use mesh_core::serve::Workers;
 
 /// What every part of a proxy shares; cheap to clone.
 #[derive(Clone)]
@@ -137,6 +138,8 @@ pub struct Running {
     drain: Arc<Drain>,
     drain_timeout: Duration,
     tasks: Vec<JoinHandle<()>>,
+    /// The runtimes serving the listeners beside the caller's; their threads end with this.
+    _workers: Arc<Workers>,
 }
 
 /// One balancer's view of its endpoints, as [`Running::endpoints`] gives it.
@@ -185,6 +188,21 @@ impl Proxy {
         config: Config,
         classify: C,
     ) -> Result<Running, StartError> {
+        let workers = Workers::single(tokio::runtime::Handle::current());
+        Self::start_on(config, classify, Arc::new(workers)).await
+    }
+
+    /// Like [`Proxy::start_with_classify`], with every listener served by each of `workers`
+    /// (a current-thread runtime per thread, each accepting from the same sockets: see
+    /// [`Workers`]); the admin listener, discovery and the identity's renewal run on the
+    /// runtime this is called on. Each accepted connection is served by the worker with
+    /// fewer connections of two ([`Workers::spawn_connection`]). The proxy keeps the workers
+    /// until it is dropped.
+    pub async fn start_on<C: ProxyClassify>(
+        config: Config,
+        classify: C,
+        workers: Arc<Workers>,
+    ) -> Result<Running, StartError> {
         // The admin listener comes first, so that `/ready` can say why the proxy is not ready
         // while it waits for its identity; nothing else is bound until there is one.
         let mut tasks = Tasks::default();
@@ -192,7 +210,7 @@ impl Proxy {
         let admin_listener = bind("admin", config.admin.listen.0).await?;
         let admin_addr = local_addr(&admin_listener, config.admin.listen.0);
         let slot = Arc::new(admin::Slot::new(identity.clone()));
-        let listeners = serve::Listeners::default();
+        let listeners = serve::Listeners::new(Arc::clone(&workers));
         tasks.push(tokio::spawn(admin::serve(
             admin_listener,
             Arc::clone(&slot),
@@ -247,7 +265,9 @@ impl Proxy {
                     shared: shared.clone(),
                     bounds: bounds.clone(),
                 };
-                tasks.push(tokio::spawn(outbound::serve(listener, side, drain.watch())));
+                tasks.spawn_on_each(&workers, "outbound", listener, |listener| {
+                    outbound::serve(listener, side.clone(), drain.watch())
+                })?;
             }
             for port in &out.tcp {
                 let listener = bind("outbound tcp", port.listen.0).await?;
@@ -255,14 +275,16 @@ impl Proxy {
                 let name = port.service.get_ref().clone();
                 if let Some(balance) = services.tcp.get(&name).cloned() {
                     let bounds = listeners.add(&format!("tcp {}", port.listen.0), &out.limits);
-                    tasks.push(tokio::spawn(outbound::serve_tcp(
-                        listener,
-                        balance,
-                        shared.clone(),
-                        name,
-                        bounds,
-                        drain.watch(),
-                    )));
+                    tasks.spawn_on_each(&workers, "outbound tcp", listener, |listener| {
+                        outbound::serve_tcp(
+                            listener,
+                            balance.clone(),
+                            shared.clone(),
+                            name.clone(),
+                            bounds.clone(),
+                            drain.watch(),
+                        )
+                    })?;
                 }
             }
         }
@@ -305,12 +327,17 @@ impl Proxy {
             let bounds = listeners.add("inbound", &inb.limits);
             if let Some(six) = &inb.listen_ipv6 {
                 let listener = bind_ipv6_only("inbound (IPv6)", six.0)?;
-                let serving = inbound
-                    .clone()
-                    .serve(listener, bounds.clone(), drain.watch());
-                tasks.push(tokio::spawn(serving));
+                tasks.spawn_on_each(&workers, "inbound (IPv6)", listener, |listener| {
+                    inbound
+                        .clone()
+                        .serve(listener, bounds.clone(), drain.watch())
+                })?;
             }
-            tasks.push(tokio::spawn(inbound.serve(listener, bounds, drain.watch())));
+            tasks.spawn_on_each(&workers, "inbound", listener, |listener| {
+                inbound
+                    .clone()
+                    .serve(listener, bounds.clone(), drain.watch())
+            })?;
         }
         let mut registry = Registry::new(consts)
             .with(shared.metrics.clone())
@@ -343,6 +370,7 @@ impl Proxy {
             drain,
             drain_timeout,
             tasks: tasks.into_vec(),
+            _workers: workers,
         })
     }
 }
@@ -353,6 +381,30 @@ impl Proxy {
 struct Tasks(Vec<JoinHandle<()>>);
 
 impl Tasks {
+    /// Serves `listener` on every worker: `serve` makes each worker's accept loop over the
+    /// socket registered with that worker's runtime.
+    fn spawn_on_each<F, S>(
+        &mut self,
+        workers: &Workers,
+        what: &'static str,
+        listener: TcpListener,
+        mut serve: S,
+    ) -> Result<(), StartError>
+    where
+        S: FnMut(TcpListener) -> F,
+        F: std::future::Future<Output = ()> + Send + 'static,
+    {
+        let addr = local_addr(&listener, SocketAddr::from(([0, 0, 0, 0], 0)));
+        let shared =
+            workers
+                .share(listener)
+                .map_err(|source| StartError::Bind { what, addr, source })?;
+        for (handle, listener) in workers.handles().zip(shared) {
+            self.push(handle.spawn(serve(listener)));
+        }
+        Ok(())
+    }
+
     fn push(&mut self, task: JoinHandle<()>) {
         self.0.push(task);
     }

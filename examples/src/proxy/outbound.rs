@@ -200,6 +200,7 @@ pub(crate) fn http_service<C: ProxyClassify>(
 }
 
 /// What the connections of an outbound listener are served with.
+#[derive(Clone)]
 pub(crate) struct OutboundSide {
     pub(crate) outbound: config::Outbound,
     pub(crate) router: OutboundRoutes,
@@ -225,7 +226,7 @@ pub(crate) async fn serve(listener: TcpListener, side: OutboundSide, mut drain: 
     let series = shared
         .tcp_metrics
         .series(&HttpLabels::new(Direction::Outbound));
-    while let Some((io, admission)) = accept(&listener, &series, &mut drain, &bounds).await {
+    while let Some((tcp, admission)) = accept(&listener, &mut drain, &bounds).await {
         if outbound.transparent {
             let redirected = Redirected {
                 meshed: Arc::clone(&meshed),
@@ -236,7 +237,7 @@ pub(crate) async fn serve(listener: TcpListener, side: OutboundSide, mut drain: 
                 serve: bounds.serve.clone(),
             };
             let conn_drain = drain.clone();
-            tokio::spawn(async move {
+            bounds.spawn(tcp, &series, move |io| async move {
                 let _admission = admission;
                 redirected.serve(io, conn_drain).await;
             });
@@ -244,7 +245,7 @@ pub(crate) async fn serve(listener: TcpListener, side: OutboundSide, mut drain: 
         }
         let (router, opaque, conn_drain) = (router.clone(), opaque.clone(), drain.clone());
         let serve = bounds.serve.clone();
-        tokio::spawn(async move {
+        bounds.spawn(tcp, &series, move |io| async move {
             let _admission = admission;
             let detected = match detect_protocol(io, detect).await {
                 Ok(detected) => detected,
@@ -285,9 +286,9 @@ pub(crate) async fn serve_tcp(
     let mut labels = HttpLabels::new(Direction::Outbound);
     labels.authority = http::uri::Authority::try_from(name.as_str()).ok();
     let series = shared.tcp_metrics.series(&labels);
-    while let Some((io, admission)) = accept(&listener, &series, &mut drain, &bounds).await {
+    while let Some((tcp, admission)) = accept(&listener, &mut drain, &bounds).await {
         let (balance, conn_drain) = (balance.clone(), drain.clone());
-        tokio::spawn(async move {
+        bounds.spawn(tcp, &series, move |io| async move {
             let _admission = admission;
             forward(io, balance, conn_drain).await;
         });

@@ -8,7 +8,7 @@ use bytes::Bytes;
 use http_body_util::combinators::UnsyncBoxBody;
 use mesh_core::BoxError;
 use mesh_core::drain::DrainWatch;
-use mesh_core::serve::{Admission, ConnectionLimit, ServeConfig};
+use mesh_core::serve::{Admission, ConnectionLimit, ServeConfig, Workers};
 use mesh_metrics::{Collect, CountingIo, Exposition, TcpSeries};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -28,16 +28,33 @@ where
 }
 
 /// One listener (or a pair, IPv4 and IPv6, with one role): its bound, the deadlines its
-/// connections are served with, and what they count.
+/// connections are served with, what they count, and the workers that serve them.
 #[derive(Clone, Debug)]
 pub(crate) struct Listener {
     name: Arc<str>,
     limit: ConnectionLimit,
     /// How its HTTP connections are served (clones share the close counts).
     pub(crate) serve: ServeConfig,
+    workers: Arc<Workers>,
 }
 
 impl Listener {
+    /// Serves a connection [`accept`] returned with `serve`, counted in `series`, on the
+    /// worker with fewer connections of two (the only one unless `scheduler = "per-core"`).
+    pub(crate) fn spawn<S, F>(&self, tcp: TcpStream, series: &Arc<TcpSeries>, serve: S)
+    where
+        S: FnOnce(CountingIo<TcpStream>) -> F + Send + 'static,
+        F: std::future::Future<Output = ()> + Send + 'static,
+    {
+        let series = Arc::clone(series);
+        let handed = self
+            .workers
+            .spawn_connection(tcp, move |tcp| serve(CountingIo::new(tcp, series)));
+        if let Err(error) = handed {
+            tracing::warn!(%error, listener = self.name(), "closing a connection no worker could take");
+        }
+    }
+
     /// The name it has in logs and in the `listener` label.
     pub(crate) fn name(&self) -> &str {
         &self.name
@@ -65,24 +82,39 @@ impl Listener {
     }
 }
 
-/// Every listener of a proxy, for `/metrics`. Written while the proxy starts, read per scrape.
-#[derive(Clone, Debug, Default)]
-pub(crate) struct Listeners(Arc<Mutex<Vec<Listener>>>);
+/// Every listener of a proxy, for `/metrics`, and the runtimes serving them (whose tasks it
+/// counts). Written while the proxy starts, read per scrape.
+#[derive(Clone, Debug)]
+pub(crate) struct Listeners {
+    listeners: Arc<Mutex<Vec<Listener>>>,
+    workers: Arc<Workers>,
+}
 
 impl Listeners {
+    /// No listeners yet, served by `workers`.
+    pub(crate) fn new(workers: Arc<Workers>) -> Self {
+        Self {
+            listeners: Arc::default(),
+            workers,
+        }
+    }
+
     /// A listener called `name`, with `limits`.
     pub(crate) fn add(&self, name: &str, limits: &Limits) -> Listener {
         let listener = Listener {
             name: name.into(),
             limit: ConnectionLimit::new(limits.max_connections),
             serve: limits.serve_config(),
+            workers: Arc::clone(&self.workers),
         };
         self.lock().push(listener.clone());
         listener
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Listener>> {
-        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+        self.listeners
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 }
 
@@ -133,11 +165,9 @@ impl Collect for Listeners {
         out.family(
             "mesh_process_tasks",
             "gauge",
-            "Tasks alive in the proxy's runtime (connections, streams, watchers).",
+            "Tasks alive in the proxy's runtimes (connections, streams, watchers).",
         );
-        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            out.sample("", "", "", runtime.metrics().num_alive_tasks() as u64);
-        }
+        out.sample("", "", "", self.workers.alive_tasks() as u64);
         out.family(
             "mesh_process_open_fds",
             "gauge",
@@ -149,14 +179,13 @@ impl Collect for Listeners {
     }
 }
 
-/// The next connection on `listener` that `bounds` admits, counted in `series`, or `None` once
-/// the proxy drains.
+/// The next connection on `listener` that `bounds` admits, or `None` once the proxy drains;
+/// [`Listener::spawn`] serves it.
 pub(crate) async fn accept(
     listener: &TcpListener,
-    series: &Arc<TcpSeries>,
     drain: &mut DrainWatch,
     bounds: &Listener,
-) -> Option<(CountingIo<TcpStream>, Admission)> {
+) -> Option<(TcpStream, Admission)> {
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -165,7 +194,7 @@ pub(crate) async fn accept(
                         continue;
                     };
                     let _ = tcp.set_nodelay(true);
-                    return Some((CountingIo::new(tcp, Arc::clone(series)), admission));
+                    return Some((tcp, admission));
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, listener = bounds.name(), "accept failed");

@@ -24,13 +24,17 @@
 //! - A response comes without the headers about its connection (`Connection`, `Keep-Alive`,
 //!   `Transfer-Encoding` and what `Connection` names): whether the connection is reused is the
 //!   pool's business, and a proxy must not pass them on (RFC 9110, section 7.6.1).
+//! - A connection made on a current-thread runtime is reused only on that runtime's thread
+//!   (with `serve::Workers`, one runtime per thread, a socket polled from another thread would
+//!   have every read and write wake two threads); one made on a multi-thread runtime by any.
 //! - Upgrades (`Upgrade`, `CONNECT`) are not for this pool: they need the connection after
 //!   the response, which hyper-util's client gives (see [`DualClient`](super::DualClient)).
 
+use std::cell::Cell;
 use std::collections::VecDeque;
 use std::future::{Future, poll_fn};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
@@ -263,6 +267,42 @@ struct Conn<B> {
     // what is read is only whether it has ended.
     conn: Pin<Box<dyn Future<Output = hyper::Result<()>> + Send>>,
     ended: bool,
+    /// The thread whose current-thread runtime registered the socket, or `None` if a
+    /// multi-thread runtime did (see [`Home`]).
+    home: Option<Home>,
+}
+
+/// Which thread a connection belongs to. A socket is registered with one runtime's event
+/// loop, which is woken for its readiness and wakes whoever polls it; with a current-thread
+/// runtime per thread (`serve::Workers`), a connection polled from another thread would have
+/// every read and write cross threads. So a connection made on a current-thread runtime is
+/// only reused on that runtime's thread (another thread makes its own); one made on a
+/// multi-thread runtime, whose tasks move between threads anyway, by anyone.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Home(u64);
+
+impl Home {
+    /// The calling thread: a number drawn once per thread from a process-wide counter (not
+    /// `thread::current()`, which counts a reference each time; not a thread-local's address,
+    /// which a later thread may get again).
+    fn here() -> Self {
+        static NEXT: AtomicU64 = AtomicU64::new(1);
+        thread_local! {
+            static ID: Cell<u64> = const { Cell::new(0) };
+        }
+        ID.with(|id| {
+            if id.get() == 0 {
+                id.set(NEXT.fetch_add(1, Relaxed));
+            }
+            Self(id.get())
+        })
+    }
+
+    /// Where a connection made now belongs.
+    fn for_new() -> Option<Self> {
+        let flavor = tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor());
+        matches!(flavor, Ok(tokio::runtime::RuntimeFlavor::CurrentThread)).then(Self::here)
+    }
 }
 
 impl<B> Conn<B>
@@ -293,6 +333,7 @@ where
             sender,
             conn: Box::pin(conn),
             ended: false,
+            home: Home::for_new(),
         })
     }
 
@@ -411,12 +452,17 @@ impl<B> Idle<B> {
         self.conns.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// The newest idle connection, dropping any that expired.
+    /// The newest idle connection this thread may use (see [`Home`]), dropping any that
+    /// expired.
     fn checkout(&self) -> Option<Conn<B>> {
         let now = Instant::now();
+        let here = Home::here();
         let mut conns = self.lock();
         self.expire(&mut conns, now);
-        conns.pop_back().map(|(conn, _)| conn)
+        let at = conns
+            .iter()
+            .rposition(|(conn, _)| conn.home.is_none_or(|home| home == here))?;
+        conns.remove(at).map(|(conn, _)| conn)
     }
 
     fn checkin(&self, conn: Conn<B>) {

@@ -2,13 +2,15 @@
 //! (feature `server`), with the defences a server facing hostile clients needs: a deadline for
 //! each request head, an idle deadline, bounds on HTTP/2 streams and headers, a guard against
 //! HTTP/2 frame floods ([`FloodLimits`]), and a bound on connections per listener
-//! ([`ConnectionLimit`]).
+//! ([`ConnectionLimit`]); and [`Workers`], a current-thread runtime per thread, each accepting
+//! from the same listener, for serving on several cores without work stealing.
 
 mod activity;
 mod flood;
 mod limit;
 mod watch;
 mod woken;
+mod workers;
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -30,6 +32,7 @@ pub use self::flood::{Flood, FloodLimits};
 pub use self::limit::{Admission, ConnectionLimit};
 use self::watch::ReadWatch;
 use self::woken::WokenOnly;
+pub use self::workers::Workers;
 
 /// The largest request head accepted: HTTP/1's read buffer and HTTP/2's header list. A client
 /// that sends more gets 431 and the connection goes on (HTTP/1) or the stream is refused.

@@ -137,15 +137,19 @@ impl<C: ProxyClassify> Inbound<C> {
     }
 
     /// This side for a redirected connection: the app on the port the client asked for.
-    fn for_original(&self, io: &CountingIo<TcpStream>) -> Option<Self> {
+    fn for_original(self, io: &CountingIo<TcpStream>) -> Option<Self> {
         let ports = self.ports.as_ref()?;
         match mesh_core::orig_dst::original_dst(io.get_ref()) {
             Ok(original) => {
                 let port = original.port();
+                let (app, opaque_app) = (
+                    ports.client(port),
+                    std::net::SocketAddr::new(ports.host, port),
+                );
                 Some(Self {
-                    app: ports.client(port),
-                    opaque_app: std::net::SocketAddr::new(ports.host, port),
-                    ..self.clone()
+                    app,
+                    opaque_app,
+                    ..self
                 })
             }
             Err(error) => {
@@ -177,12 +181,13 @@ impl<C: ProxyClassify> Inbound<C> {
             let (this, drain) = (this.clone(), drain.clone());
             bounds.spawn(tcp, &series, move |io| async move {
                 let _admission = admission;
-                let this = match &this.ports {
-                    Some(_) => match this.for_original(&io) {
+                let this = if this.ports.is_some() {
+                    match this.for_original(&io) {
                         Some(this) => this,
                         None => return,
-                    },
-                    None => this,
+                    }
+                } else {
+                    this
                 };
                 match this.acceptor.accept(io).await {
                     Ok(accepted) => this.connection(accepted, drain).await,

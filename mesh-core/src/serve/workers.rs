@@ -225,10 +225,6 @@ impl Workers {
     /// [`handles`](Self::handles): an accept loop on each takes connections from the one
     /// socket. Fails if the socket cannot be duplicated (out of descriptors) or registered.
     pub fn share(&self, listener: TcpListener) -> io::Result<Vec<TcpListener>> {
-        if let [only] = self.handles.as_slice() {
-            let _entered = only.enter();
-            return Ok(vec![TcpListener::from_std(listener.into_std()?)?]);
-        }
         // Leaves the socket in non-blocking mode; the duplicates share that flag.
         let socket: StdListener = listener.into_std()?;
         self.handles
